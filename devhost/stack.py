@@ -1,0 +1,186 @@
+"""The local stack: a private PostgreSQL cluster and Azurite, started by the project itself.
+
+Used by `scripts/up` (long-lived, under .local/run) and by the test suite (throw-away, under
+.local/test). If MARKR_DATABASE_URL is already set, that database is used and no cluster is started;
+likewise VaultStorage for the vault.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+PG_USER = "markr"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def azurite_connection_string(table_port: int) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"TableEndpoint=http://127.0.0.1:{table_port}/{AZURITE_ACCOUNT};"
+    )
+
+
+def pg_bindir() -> Path:
+    """Server binaries: `pg_config --bindir`, else the newest Debian install."""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+        path = Path(out.stdout.strip())
+        if (path / "initdb").exists():
+            return path
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if candidates:
+        return candidates[-1].parent
+    raise RuntimeError("PostgreSQL server binaries not found (pg_config --bindir, /usr/lib/postgresql/*/bin)")
+
+
+def _as_server_user(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: run them as the unprivileged `postgres` user."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["runuser", "-u", "postgres", "--", *cmd]
+
+
+@dataclass
+class Postgres:
+    data_dir: Path
+    port: int = 0
+    log_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_file = self.data_dir.parent / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{PG_USER}"
+
+    def _port_file(self) -> Path:
+        return self.data_dir.parent / "postgres.port"
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def start(self) -> str:
+        """Create the cluster if needed and start it (or reuse it if it is already running)."""
+        bindir = pg_bindir()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if self._port_file().exists() and (self.data_dir / "postmaster.pid").exists():
+            self.port = int(self._port_file().read_text())
+            if port_open(self.port):
+                return self.url
+        if not (self.data_dir / "PG_VERSION").exists():
+            if self.data_dir.exists():
+                shutil.rmtree(self.data_dir)
+            self.data_dir.mkdir(mode=0o700)
+            self._chown(self.data_dir)
+            subprocess.run(
+                _as_server_user([str(bindir / "initdb"), "-D", str(self.data_dir), "-U", PG_USER,
+                                 "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]),
+                check=True, capture_output=True,
+            )
+        self.port = self.port or free_port()
+        self._port_file().write_text(str(self.port))
+        self.log_file.touch()
+        self._chown(self.log_file)
+        options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+                   "-c max_connections=200 -c fsync=on -c shared_buffers=256MB")
+        result = subprocess.run(
+            _as_server_user([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                             "-o", options, "-w", "-t", "60", "start"]),
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not start: {result.stdout}{result.stderr}\n"
+                               f"{self.log_file.read_text()[-2000:]}")
+        self._create_database()
+        return self.url
+
+    def _create_database(self) -> None:
+        import psycopg
+
+        admin = f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_USER,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{PG_USER}"')
+
+    def stop(self) -> None:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        subprocess.run(
+            _as_server_user([str(pg_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
+            capture_output=True,
+        )
+
+    def kill(self) -> None:
+        """Stop abruptly (immediate shutdown), as a crash would; the next start recovers from WAL."""
+        subprocess.run(
+            _as_server_user([str(pg_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
+
+
+def ensure_node_modules() -> None:
+    if not (ROOT / "node_modules" / ".bin" / "azurite-table").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT, check=True)
+
+
+@dataclass
+class Azurite:
+    location: Path
+    table_port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return azurite_connection_string(self.table_port)
+
+    def start(self) -> str:
+        ensure_node_modules()
+        self.location.mkdir(parents=True, exist_ok=True)
+        self.table_port = self.table_port or free_port()
+        log = open(self.location / "azurite.log", "ab")  # noqa: SIM115 - owned by the child process
+        self.process = subprocess.Popen(
+            [str(ROOT / "node_modules" / ".bin" / "azurite-table"), "--tableHost", "127.0.0.1",
+             "--tablePort", str(self.table_port), "--location", str(self.location),
+             "--skipApiVersionCheck", "--disableProductStyleUrl", "--silent"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while not port_open(self.table_port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Azurite did not start; see {self.location / 'azurite.log'}")
+            time.sleep(0.1)
+        return self.connection_string
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()

@@ -1,0 +1,1 @@
+"""Code shared by the Markr functions: the domain, its use cases and the adapters they use."""

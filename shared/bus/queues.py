@@ -1,0 +1,60 @@
+"""Queue definitions, read from infra/queues.json (the same file infra/main.bicep reads)."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+QUEUES_FILE = Path(__file__).resolve().parents[2] / "infra" / "queues.json"
+
+VALIDATION = "submission-validation"
+MARKING = "submission-marking"
+NOTIFICATION = "submission-notification"
+AGGREGATION = "results-aggregation"
+
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """ISO 8601 durations as Service Bus uses them (PnDTnHnMnS)."""
+    match = _DURATION.match(text)
+    if not match or text in ("P", "PT"):
+        raise ValueError(f"unsupported ISO 8601 duration: {text!r}")
+    days, hours, minutes, seconds = match.groups()
+    return timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0),
+                     seconds=float(seconds or 0))
+
+
+@dataclass(frozen=True)
+class QueueDefinition:
+    name: str
+    lock_duration: timedelta
+    default_message_time_to_live: timedelta
+    requires_duplicate_detection: bool
+    duplicate_detection_window: timedelta
+    dead_lettering_on_message_expiration: bool
+    max_delivery_count: int
+
+    def with_overrides(self, **changes) -> QueueDefinition:
+        return replace(self, **changes)
+
+
+@lru_cache(maxsize=1)
+def queue_definitions() -> dict[str, QueueDefinition]:
+    spec = json.loads(QUEUES_FILE.read_text())
+    result = {}
+    for queue in spec["queues"]:
+        merged = {**spec["defaults"], **queue}
+        result[merged["name"]] = QueueDefinition(
+            name=merged["name"],
+            lock_duration=parse_duration(merged["lockDuration"]),
+            default_message_time_to_live=parse_duration(merged["defaultMessageTimeToLive"]),
+            requires_duplicate_detection=bool(merged["requiresDuplicateDetection"]),
+            duplicate_detection_window=parse_duration(merged["duplicateDetectionHistoryTimeWindow"]),
+            dead_lettering_on_message_expiration=bool(merged["deadLetteringOnMessageExpiration"]),
+            max_delivery_count=int(merged["maxDeliveryCount"]),
+        )
+    return result

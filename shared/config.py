@@ -1,0 +1,61 @@
+"""App settings, read once from the environment (Azure app settings / local.settings.json).
+
+Every name read here is listed in local.settings.template.json and set in infra/.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+AZURITE_TABLE_CONNECTION = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    # PostgreSQL: a libpq URL. With MARKR_DATABASE_ENTRA_AUTH=true the password is an Entra token.
+    database_url: str
+    database_entra_auth: bool
+    # Message bus: "local" (the PostgreSQL-backed engine) or "azure" (Service Bus SDK).
+    bus: str
+    service_bus_connection: str  # connection string, when not using identity
+    service_bus_namespace: str  # fully qualified namespace, for identity-based connections
+    # Vault (Azure Table Storage).
+    vault_connection: str  # connection string, when not using identity
+    vault_table_endpoint: str  # https://<account>.table.core.windows.net, for identity
+    vault_table: str
+    default_source: str
+    # Receiver.
+    max_body_bytes: int
+    import_wait_seconds: float
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings(
+        database_url=os.environ.get("MARKR_DATABASE_URL", ""),
+        database_entra_auth=os.environ.get("MARKR_DATABASE_ENTRA_AUTH", "").lower() == "true",
+        bus=os.environ.get("MARKR_BUS", "local").strip().lower(),
+        service_bus_connection=os.environ.get("ServiceBusConnection", ""),
+        service_bus_namespace=os.environ.get("ServiceBusConnection__fullyQualifiedNamespace", ""),
+        vault_connection=os.environ.get("VaultStorage", "") or "",
+        vault_table_endpoint=os.environ.get("VaultStorage__tableServiceUri", ""),
+        vault_table=os.environ.get("MARKR_VAULT_TABLE", "vault"),
+        default_source=os.environ.get("MARKR_DEFAULT_SOURCE", "default"),
+        max_body_bytes=_int("MARKR_MAX_BODY_BYTES", 100 * 1024 * 1024),
+        import_wait_seconds=_float("MARKR_IMPORT_WAIT_SECONDS", 30.0),
+    )

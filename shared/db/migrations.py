@@ -1,0 +1,57 @@
+"""Schema migrations: numbered .sql files in shared/db/migrations/, applied in order, each once.
+
+Applied versions are recorded in schema_migrations; an advisory lock keeps two processes from
+migrating at the same time, so running this twice (or concurrently) is safe.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import psycopg
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_LOCK_KEY = 0x6D61726B72  # "markr"
+
+
+def migration_files() -> list[tuple[int, Path]]:
+    found = []
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        match = re.match(r"^(\d+)_", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def migrate(url: str) -> list[str]:
+    """Apply pending migrations; returns the names applied."""
+    applied_now: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, path in migration_files():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(path.read_text())
+                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                                 (version, path.name))
+                applied_now.append(path.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return applied_now
+
+
+if __name__ == "__main__":
+    from shared.config import settings
+
+    target = sys.argv[1] if len(sys.argv) > 1 else settings().database_url
+    for name in migrate(target):
+        print(f"applied {name}")

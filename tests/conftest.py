@@ -1,0 +1,112 @@
+"""Shared fixtures: the real local stack (PostgreSQL + Azurite), started once per test session.
+
+If MARKR_TEST_DATABASE_URL / MARKR_TEST_VAULT_STORAGE are set, those servers are used instead.
+Each test that asks for `database_url` gets a fresh database cloned from a migrated template, and
+each test that asks for `vault_table` gets a table of its own, so tests never see each other's data.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from devhost.stack import ROOT, Azurite, Postgres
+from shared.db.migrations import migrate
+
+TEST_DIR = ROOT / ".local" / "test"
+TEMPLATE_DB = "markr_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server (any database on it may be created by tests)."""
+    external = os.environ.get("MARKR_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    data = TEST_DIR / f"pg-{os.getpid()}"
+    shutil.rmtree(data.parent / data.name, ignore_errors=True)
+    server = Postgres(data / "data")
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server_handle(postgres_server: str) -> Postgres | None:
+    """The Postgres object when the suite started its own cluster (for restart tests)."""
+    if os.environ.get("MARKR_TEST_DATABASE_URL"):
+        return None
+    server = Postgres(TEST_DIR / f"pg-{os.getpid()}" / "data")
+    server.port = int(server._port_file().read_text())
+    return server
+
+
+def _with_db(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_server: str) -> str:
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    url = _with_db(postgres_server, TEMPLATE_DB)
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def database_url(postgres_server: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for this test only."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    try:
+        yield _with_db(postgres_server, name)
+    finally:
+        from shared.db.connection import close_pools
+
+        close_pools()
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def vault_storage() -> Iterator[str]:
+    """Connection string of a Table Storage endpoint (Azurite started for the session)."""
+    external = os.environ.get("MARKR_TEST_VAULT_STORAGE")
+    if external:
+        yield external
+        return
+    location = TEST_DIR / f"azurite-{os.getpid()}"
+    shutil.rmtree(location, ignore_errors=True)
+    azurite = Azurite(location)
+    try:
+        yield azurite.start()
+    finally:
+        azurite.stop()
+        shutil.rmtree(location, ignore_errors=True)
+
+
+@pytest.fixture
+def vault_table() -> str:
+    """A table name of this test's own."""
+    return f"vault{uuid.uuid4().hex[:16]}"
+
+
+SAMPLE_RESULTS = ROOT.parent / "shared" / "data" / "sample_results.xml"
+
+
+@pytest.fixture(scope="session")
+def sample_results_xml() -> bytes:
+    return Path(SAMPLE_RESULTS).read_bytes()
