@@ -1,0 +1,72 @@
+"""Value objects of a parsed results document (no I/O, no Azure)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    __test__ = False  # not a pytest test class despite the name
+
+    result: int  # position in the document, counting from 1
+    student_number: str  # trimmed string: "002299" != "2299"
+    test_id: str  # trimmed string
+    available: int
+    obtained: int
+    first_name: str | None
+    last_name: str | None
+    scanned_on: str | None  # as written
+
+    def to_json(self) -> dict[str, Any]:
+        """The result in the normalized JSON shape (schemas/results-document.schema.json)."""
+        item: dict[str, Any] = {
+            "studentNumber": self.student_number,
+            "testId": self.test_id,
+            "available": self.available,
+            "obtained": self.obtained,
+        }
+        if self.first_name is not None:
+            item["firstName"] = self.first_name
+        if self.last_name is not None:
+            item["lastName"] = self.last_name
+        if self.scanned_on is not None:
+            item["scannedOn"] = self.scanned_on
+        return item
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str  # stable kebab-case code, e.g. "missing-field"
+    message: str  # human-readable and specific
+    result: int | None = None  # 1-based result position; None for document-level problems
+    field: str | None = None  # e.g. "student-number", "summary-marks/@available"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.result is not None:
+            out["result"] = self.result
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    results: tuple[TestResult, ...]  # empty whenever errors is non-empty: a document is rejected whole
+    errors: tuple[Problem, ...]  # document-level problems first, then per result in document order; capped
+    error_count: int  # true number of errors, even beyond the cap
+    warnings: tuple[Problem, ...]  # capped like errors
+    result_count: int  # number of <mcq-test-result> elements seen
+
+    @property
+    def valid(self) -> bool:
+        return self.error_count == 0
+
+    @property
+    def test_ids(self) -> list[str]:
+        return sorted({r.test_id for r in self.results})
+
+    def normalized(self) -> dict[str, Any]:
+        """The accepted document as normalized JSON (built on demand, not during parsing)."""
+        return {"results": [r.to_json() for r in self.results]}

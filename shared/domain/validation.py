@@ -1,0 +1,181 @@
+"""Turn a RawResult into a normalized JSON item and judge it against the schema.
+
+schemas/results-document.schema.json is the written definition of what a result must contain; this
+module only converts XML strings into JSON values (carefully, so a bad number stays a string and the
+schema reports it) and translates jsonschema errors into Problems with a result position and field.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from shared.domain.model import Problem, TestResult
+from shared.domain.xml_reader import RawResult
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "results-document.schema.json"
+
+# Whole numbers follow the xs:integer lexical form after trimming surrounding whitespace: an optional
+# sign and ASCII digits. So " 12 ", "+12" and "007" are 12 and 7; "-1" is a whole number that is then
+# out of range; "12.0", "12.5", "1e3", "1_000", "" and non-ASCII digits are not whole numbers.
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+# int() refuses longer digit strings; such a value is simply far out of range.
+_MAX_DIGITS = 4000
+
+# JSON property -> where it lives in the XML, used as Problem.field.
+XML_FIELD = {
+    "studentNumber": "student-number",
+    "testId": "test-id",
+    "available": "summary-marks/@available",
+    "obtained": "summary-marks/@obtained",
+    "firstName": "first-name",
+    "lastName": "last-name",
+    "scannedOn": "@scanned-on",
+}
+_SUMMARY_ATTRS = ("available", "obtained")
+
+
+@cache
+def results_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@cache
+def item_validator() -> Draft202012Validator:
+    """A compiled validator for one entry of "results" (so results are judged as they stream past)."""
+    schema = results_schema()
+    Draft202012Validator.check_schema(schema)
+    item = dict(schema["$defs"]["result"])
+    item["$schema"] = schema["$schema"]
+    return Draft202012Validator(item)
+
+
+def _number(text: str | None) -> int | str | None:
+    """int for a whole number; otherwise the trimmed text, which the schema then rejects by type."""
+    if text is None:
+        return None
+    value = text.strip()
+    if not _WHOLE_NUMBER.fullmatch(value):
+        return value
+    if len(value) > _MAX_DIGITS:
+        return -(10**_MAX_DIGITS) if value.startswith("-") else 10**_MAX_DIGITS
+    return int(value)
+
+
+def normalize(raw: RawResult) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    for prop, tag in (("studentNumber", "student-number"), ("testId", "test-id")):
+        if tag in raw.texts:
+            item[prop] = raw.texts[tag].strip()
+    for prop, text in (("available", raw.available), ("obtained", raw.obtained)):
+        value = _number(text)
+        if value is not None:
+            item[prop] = value
+    for prop, tag in (("firstName", "first-name"), ("lastName", "last-name")):
+        name = raw.texts.get(tag, "").strip()
+        if name:
+            item[prop] = name
+    if raw.scanned_on is not None:
+        item["scannedOn"] = raw.scanned_on
+    return item
+
+
+def check(raw: RawResult, item: dict[str, Any]) -> tuple[list[Problem], list[Problem]]:
+    """(errors, warnings) for one normalized result."""
+    n = raw.position
+    errors: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(code: str, field: str, message: str) -> None:
+        if (code, field) not in seen:
+            seen.add((code, field))
+            errors.append(Problem(code, f"result {n}: {message}", n, field))
+
+    for error in item_validator().iter_errors(item):
+        for code, field, message in _translate(error, raw):
+            add(code, field, message)
+    for name in raw.duplicates:
+        add("duplicate-field", name, f"{name} occurs more than once")
+
+    available, obtained = item.get("available"), item.get("obtained")
+    # Only when both values are otherwise valid, so one bad number is reported once.
+    if isinstance(available, int) and isinstance(obtained, int) and available >= 1 and obtained > available:
+        add(
+            "out-of-range",
+            XML_FIELD["obtained"],
+            f"summary-marks/@obtained is {obtained}, more than available {available}",
+        )
+
+    warnings: list[Problem] = []
+    if raw.scanned_on is not None and not _is_date_time(raw.scanned_on):
+        warnings.append(
+            Problem(
+                "unparseable-scanned-on",
+                f"result {n}: @scanned-on {_show(repr(raw.scanned_on))} is not an ISO 8601 date-time; kept as written",
+                n,
+                XML_FIELD["scannedOn"],
+            )
+        )
+    return errors, warnings
+
+
+def _translate(error: ValidationError, raw: RawResult) -> list[tuple[str, str, str]]:
+    """jsonschema error -> [(code, field, message)]."""
+    if error.validator == "required":
+        missing = [p for p in error.validator_value if p not in error.instance]
+        out = []
+        for prop in missing:
+            if prop in _SUMMARY_ATTRS and not raw.has_summary:
+                out.append(("missing-field", "summary-marks", "summary-marks is missing"))
+            else:
+                what = XML_FIELD.get(prop, prop)
+                out.append(("missing-field", what, f"{what} is missing"))
+        return out
+    prop = str(error.path[0]) if error.path else ""
+    what = XML_FIELD.get(prop, prop or "result")
+    value = error.instance
+    if error.validator == "minLength":
+        return [("empty-field", what, f"{what} is empty")]
+    if error.validator == "type" and prop in _SUMMARY_ATTRS:
+        return [("not-a-whole-number", what, f"{what} is {_show(json.dumps(value))}, not a whole number")]
+    if error.validator == "minimum":
+        return [("out-of-range", what, f"{what} is {_show(value)}, less than {error.validator_value}")]
+    if error.validator == "maximum":
+        return [("out-of-range", what, f"{what} is {_show(value)}, more than {error.validator_value}")]
+    return [("invalid-field", what, f"{what}: {error.message}")]
+
+
+def _show(value: object, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _is_date_time(text: str) -> bool:
+    value = text.strip()
+    # A bare date ("2017-12-04") parses too, but a scan time needs the time part.
+    if len(value) <= 10:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def to_test_result(raw: RawResult, item: dict[str, Any]) -> TestResult:
+    return TestResult(
+        result=raw.position,
+        student_number=item["studentNumber"],
+        test_id=item["testId"],
+        available=item["available"],
+        obtained=item["obtained"],
+        first_name=item.get("firstName"),
+        last_name=item.get("lastName"),
+        scanned_on=item.get("scannedOn"),
+    )
