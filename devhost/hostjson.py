@@ -1,0 +1,45 @@
+"""The parts of host.json the local host honours (route prefix, Service Bus pump settings)."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from devhost.stack import ROOT
+
+HOST_JSON = ROOT / "host.json"
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2}(?:\.\d+)?)$")
+
+
+def parse_timespan(text: str) -> timedelta:
+    """A .NET TimeSpan as host.json writes it: [d.]hh:mm:ss[.fff]."""
+    match = _TIMESPAN.match(text.strip())
+    if not match:
+        raise ValueError(f"host.json: not a TimeSpan (expected [d.]hh:mm:ss): {text!r}")
+    days, hours, minutes, seconds = match.groups()
+    return timedelta(days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    route_prefix: str = "api"
+    max_concurrent_calls: int = 16  # the Functions host's default
+    max_auto_lock_renewal: timedelta = timedelta(minutes=5)
+
+
+def load_host_config(path: Path = HOST_JSON) -> HostConfig:
+    if not path.exists():
+        return HostConfig()
+    spec = json.loads(path.read_text())
+    extensions = spec.get("extensions", {})
+    http = extensions.get("http", {})
+    bus = extensions.get("serviceBus", {})
+    default = HostConfig()
+    renewal = bus.get("maxAutoLockRenewalDuration")
+    return HostConfig(
+        route_prefix=str(http.get("routePrefix", default.route_prefix)).strip("/"),
+        max_concurrent_calls=int(bus.get("maxConcurrentCalls", default.max_concurrent_calls)),
+        max_auto_lock_renewal=parse_timespan(renewal) if renewal else default.max_auto_lock_renewal,
+    )

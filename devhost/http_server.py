@@ -1,0 +1,202 @@
+"""The HTTP side of the local host: a threaded server that turns requests into func.HttpRequest.
+
+Responses go back as the function returned them. Unknown routes get 404, known routes with
+another method 405 (with Allow), handler exceptions 500 - all as JSON errors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+
+from devhost import logs
+from devhost.discovery import HttpFunction
+from devhost.invoke import call
+
+log = logging.getLogger("devhost.http")
+_CHUNK = 1 << 20
+
+
+class InFlight:
+    """Counts running invocations so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._count == 0, timeout)
+
+
+class FunctionHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # shutdown waits on InFlight instead (keep-alive threads may idle forever)
+
+    def __init__(self, address: tuple[str, int], functions: list[HttpFunction], route_prefix: str) -> None:
+        self.functions = sorted(functions, key=lambda f: (f.route.param_count, -f.route.literal_weight))
+        self.route_prefix = route_prefix.strip("/")
+        self.in_flight = InFlight()
+        self.draining = False
+        super().__init__(address, _Handler)
+
+    def relative_path(self, path: str) -> str | None:
+        """The path under the route prefix, or None if it is outside it."""
+        if not self.route_prefix:
+            return path
+        prefix = "/" + self.route_prefix
+        if path.lower() == prefix.lower():
+            return "/"
+        if path.lower().startswith(prefix.lower() + "/"):
+            return path[len(prefix):]
+        return None
+
+
+def _error(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FunctionHttpServer
+    protocol_version = "HTTP/1.1"
+    timeout = 120  # idle keep-alive connections are closed after this
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s - " + format, self.address_string(), *args)
+
+    def _dispatch(self) -> None:
+        with self.server.in_flight:
+            self._route()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = _dispatch
+
+    def _route(self) -> None:
+        method = self.command.upper()
+        split = urlsplit(self.path)
+        relative = self.server.relative_path(split.path)
+        body = self._read_body()
+        if body is None:
+            return
+        matches = []
+        if relative is not None:
+            for fn in self.server.functions:
+                values = fn.route.match(relative)
+                if values is not None:
+                    matches.append((fn, values))
+        if not matches:
+            self._send_json(404, _error("not-found", f"no function serves {method} {split.path}"))
+            return
+        for fn, values in matches:
+            if method in fn.methods:
+                self._invoke(fn, values, split.query, body)
+                return
+        allowed = sorted({m for fn, _ in matches for m in fn.methods})
+        self._send_json(405, _error("method-not-allowed", f"{method} is not allowed on {split.path}"),
+                        {"Allow": ", ".join(allowed)})
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length_text = self.headers.get("Content-Length")
+        if not length_text:
+            return b""
+        try:
+            length = int(length_text)
+        except ValueError:
+            self._send_json(400, _error("bad-request", f"bad Content-Length: {length_text!r}"))
+            return None
+        buf = bytearray()
+        while len(buf) < length:
+            chunk = self.rfile.read(min(_CHUNK, length - len(buf)))
+            if not chunk:
+                self.close_connection = True
+                return None  # client went away mid-body; nothing to answer
+            buf += chunk
+        return bytes(buf)
+
+    def _read_chunked(self) -> bytes:
+        buf = bytearray()
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return bytes(buf)
+            buf += self.rfile.read(size)
+            self.rfile.readline()
+
+    def _invoke(self, fn: HttpFunction, route_values: dict[str, str], query: str, body: bytes) -> None:
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        headers: dict[str, str] = {}
+        for key, value in self.headers.items():
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            params.setdefault(key, value)
+        request = func.HttpRequest(self.command.upper(), f"http://{host}{self.path}", headers=headers,
+                                   params=params, route_params=route_values, body=body)
+        invocation_id = str(uuid.uuid4())
+        with logs.invocation(fn.name, invocation_id):
+            log.info("Executing '%s' (%s %s)", fn.name, self.command, self.path)
+            try:
+                response = _as_response(call(fn.handler, fn.arg_name, request))
+            except Exception as exc:  # noqa: BLE001 - the host answers 500 for any failure
+                log.error("Executed '%s' (Failed): %s\n%s", fn.name, exc, traceback.format_exc().rstrip())
+                self._send_json(500, _error("internal", f"{type(exc).__name__}: {exc}"))
+                return
+            log.info("Executed '%s' (Succeeded, %d)", fn.name, response.status_code)
+        self._send_response(response)
+
+    def _send_response(self, response: func.HttpResponse) -> None:
+        headers = list(response.headers.items())
+        if not any(key.lower() == "content-type" for key, _ in headers):
+            mimetype = response.mimetype  # as the Python worker does
+            headers.append(("Content-Type", f"{mimetype}; charset={response.charset}"
+                            if mimetype.startswith("text/") else mimetype))
+        body = response.get_body() or b""
+        self.send_response(response.status_code)
+        for key, value in headers:
+            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(key, value)
+        self._finish(body)
+
+    def _send_json(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self._finish(body)
+
+    def _finish(self, body: bytes) -> None:
+        self.send_header("Content-Length", str(len(body)))
+        if self.server.draining:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def _as_response(result: object) -> func.HttpResponse:
+    if isinstance(result, func.HttpResponse):
+        return result
+    if result is None:
+        return func.HttpResponse(status_code=204)
+    if isinstance(result, str | bytes):
+        return func.HttpResponse(result)
+    raise TypeError(f"HTTP function returned {type(result).__name__}, expected func.HttpResponse")

@@ -1,0 +1,73 @@
+"""Console logging where every line names the function and the invocation it belongs to.
+
+The invocation context lives in a ContextVar, so code inside a handler that logs through
+`logging.getLogger(__name__)` gets the same tags without knowing about the host.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Invocation:
+    function_name: str
+    invocation_id: str
+    message_id: str | None = None
+
+    def tag(self) -> str:
+        extra = f" msg={self.message_id}" if self.message_id else ""
+        return f"{self.function_name} inv={self.invocation_id}{extra}"
+
+
+_current: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("devhost_invocation", default=None)
+
+
+def current() -> Invocation | None:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def invocation(function_name: str, invocation_id: str, message_id: str | None = None) -> Iterator[Invocation]:
+    inv = Invocation(function_name, invocation_id, message_id)
+    token = _current.set(inv)
+    try:
+        yield inv
+    finally:
+        _current.reset(token)
+
+
+class InvocationFilter(logging.Filter):
+    """Adds `function_name`, `invocation_id`, `message_id` and `invocation` (all three) to records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        inv = _current.get()
+        record.function_name = inv.function_name if inv else "host"
+        record.invocation_id = inv.invocation_id if inv else "-"
+        record.message_id = (inv.message_id if inv else None) or "-"
+        record.invocation = inv.tag() if inv else "host"
+        return True
+
+
+FORMAT = "%(asctime)s %(levelname)-7s [%(invocation)s] %(name)s: %(message)s"
+
+
+def configure(level: int = logging.INFO) -> logging.Handler:
+    """Send every log record to stderr with the invocation tags (idempotent)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if getattr(handler, "_devhost", False):
+            return handler
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(InvocationFilter())
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler._devhost = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # The Azure SDKs log every HTTP call at INFO.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    return handler

@@ -1,0 +1,43 @@
+"""Queue definitions from a file in the infra/queues.json format (tests give the host short locks)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shared.bus.queues import QueueDefinition, parse_duration
+
+
+def load_queues(path: Path) -> dict[str, QueueDefinition]:
+    spec = json.loads(Path(path).read_text())
+    result = {}
+    for queue in spec["queues"]:
+        merged = {**spec.get("defaults", {}), **queue}
+        try:
+            result[merged["name"]] = QueueDefinition(
+                name=merged["name"],
+                lock_duration=parse_duration(merged["lockDuration"]),
+                default_message_time_to_live=parse_duration(merged["defaultMessageTimeToLive"]),
+                requires_duplicate_detection=bool(merged["requiresDuplicateDetection"]),
+                duplicate_detection_window=parse_duration(merged["duplicateDetectionHistoryTimeWindow"]),
+                dead_lettering_on_message_expiration=bool(merged["deadLetteringOnMessageExpiration"]),
+                max_delivery_count=int(merged["maxDeliveryCount"]),
+            )
+        except KeyError as exc:
+            raise ValueError(f"{path}: queue {merged.get('name')!r} lacks {exc.args[0]!r}") from exc
+    return result
+
+
+def write_queues(path: Path, queues: dict[str, QueueDefinition]) -> None:
+    """The inverse of load_queues, for tests that hand a subprocess host their own definitions."""
+
+    def iso(td) -> str:
+        return f"PT{td.total_seconds():g}S"
+
+    path.write_text(json.dumps({"queues": [{
+        "name": q.name, "lockDuration": iso(q.lock_duration),
+        "defaultMessageTimeToLive": iso(q.default_message_time_to_live),
+        "requiresDuplicateDetection": q.requires_duplicate_detection,
+        "duplicateDetectionHistoryTimeWindow": iso(q.duplicate_detection_window),
+        "deadLetteringOnMessageExpiration": q.dead_lettering_on_message_expiration,
+        "maxDeliveryCount": q.max_delivery_count,
+    } for q in queues.values()]}, indent=2))
