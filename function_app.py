@@ -4,9 +4,18 @@ This file only registers one Blueprint per feature; each lives in functions/.
 """
 import azure.functions as func
 
-from functions import health
+from functions import (
+    aggregator,
+    health,
+    marker,
+    notifier,
+    receiver,
+    results_api,
+    submissions_api,
+    validator,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
-for blueprint in (health.bp,):
-    app.register_functions(blueprint)
+for feature in (receiver, validator, marker, notifier, aggregator, results_api, submissions_api, health):
+    app.register_functions(feature.bp)

@@ -1,0 +1,14 @@
+"""GET /api/results/{testId}/aggregate: a test's statistics, in percent of available marks."""
+import azure.functions as func
+
+from functions.bindings import http_response
+from shared.db.connection import pool
+from shared.pipeline.queries import test_aggregate
+
+bp = func.Blueprint()
+
+
+@bp.function_name("results_aggregate")
+@bp.route(route="results/{testId}/aggregate", methods=["GET"])
+def results_aggregate(req: func.HttpRequest) -> func.HttpResponse:
+    return http_response(test_aggregate(req.route_params["testId"], pool=pool()))

@@ -1,0 +1,114 @@
+"""The pipeline's messages: how they are built, named and checked.
+
+Every message's correlation_id is its submission id, so one search finds a submission's whole path.
+Message ids are derived from (submission, run, stage), so a re-send after a crash is dropped by
+duplicate detection, while a replay (a new run) is not.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from shared.bus import queues
+from shared.bus.port import OutgoingMessage
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "messages"
+
+
+class InvalidMessageError(ValueError):
+    """A message body that can never be processed (a permanent failure: retrying will not help)."""
+
+
+@dataclass(frozen=True)
+class SubmissionRef:
+    submission_id: str
+    source: str
+    run_id: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"submissionId": self.submission_id, "source": self.source, "runId": self.run_id}
+
+
+@lru_cache(maxsize=1)
+def _registry() -> Registry:
+    resources = []
+    for path in SCHEMAS.glob("*.schema.json"):
+        schema = json.loads(path.read_text())
+        resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
+
+
+@lru_cache(maxsize=None)
+def _validator(queue: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS / f"{queue}.schema.json").read_text())
+    return Draft202012Validator(schema, registry=_registry(),
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def decode(queue: str, body: bytes) -> dict[str, Any]:
+    """Parse and validate a message body against schemas/messages/<queue>.schema.json."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessageError(f"{queue} message is not JSON: {exc}") from exc
+    problems = sorted(_validator(queue).iter_errors(data), key=lambda e: list(e.path))
+    if problems:
+        detail = "; ".join(f"{'/'.join(map(str, p.path)) or '(body)'}: {p.message}" for p in problems[:5])
+        raise InvalidMessageError(f"{queue} message does not match its schema: {detail}")
+    return data
+
+
+def ref_of(data: dict[str, Any]) -> SubmissionRef:
+    return SubmissionRef(data["submissionId"], data["source"], data["runId"])
+
+
+def _key(text: str) -> str:
+    """A part of a message id: Service Bus caps ids at 128 characters, so long parts are hashed."""
+    return text if len(text) <= 40 else hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _message(queue: str, ref: SubmissionRef, stage: str, payload: dict[str, Any]) -> OutgoingMessage:
+    body = {**ref.as_json(), **payload}
+    return OutgoingMessage(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        message_id=f"{ref.submission_id}/{ref.run_id}/{stage}",
+        content_type="application/json",
+        correlation_id=ref.submission_id,
+        application_properties={"submissionId": ref.submission_id, "runId": ref.run_id, "stage": stage},
+    )
+
+
+def validation(ref: SubmissionRef) -> OutgoingMessage:
+    return _message(queues.VALIDATION, ref, "validation", {})
+
+
+def marking(ref: SubmissionRef) -> OutgoingMessage:
+    return _message(queues.MARKING, ref, "marking", {})
+
+
+def aggregation(ref: SubmissionRef, test_id: str, results_version: int) -> OutgoingMessage:
+    payload = {"testId": test_id, "resultsVersion": results_version}
+    return _message(queues.AGGREGATION, ref, f"aggregation/{_key(test_id)}", payload)
+
+
+def notification(ref: SubmissionRef, event: str, *, discriminator: str = "", **fields: Any) -> OutgoingMessage:
+    """A status event for the notifier; `fields` are camelCase keys of the notification schema.
+
+    `discriminator` tells apart events of one kind in one run that must not be de-duplicated
+    (e.g. two failures of the same run, before and after a resubmit).
+    """
+    payload = {"event": event, "at": fields.pop("at", None) or datetime.now(UTC).isoformat(), **fields}
+    stage = f"notify/{event}"
+    if event == "aggregated":
+        stage += f"/{_key(fields['testId'])}"
+    if discriminator:
+        stage += f"/{_key(discriminator)}"
+    return _message(queues.NOTIFICATION, ref, stage, payload)
