@@ -1,0 +1,28 @@
+# Sourced by scripts/up and scripts/test: make sure the venv, Python packages and Node packages exist.
+# Works on a fresh machine (no venv, no node_modules), as root or as a normal user.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+python_bin() {
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then echo "$candidate"; return; fi
+  done
+  echo "python3.11 (or python3) is required" >&2; exit 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$(python_bin)" -m venv .venv
+fi
+stamp=".venv/.requirements.sha256"
+want="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> installing Python packages (requirements-dev.txt)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+if [ ! -x node_modules/.bin/azurite-table ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "==> installing Node packages (Azurite)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
