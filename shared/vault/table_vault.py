@@ -1,0 +1,240 @@
+"""The vault: every submission's raw body, stored unchanged and compressed in Azure Table Storage.
+
+It is written before anything else happens to a submission and is the source of truth the pipeline
+can be replayed from. Layout in one table:
+- head:   PartitionKey = source,            RowKey = submission id (a ULID, so time-ordered);
+          body metadata (ContentType, ReceivedAt, ByteSize, Sha256, Compression, CompressedSize,
+          FormatVersion, ChunkCount) plus status fields merged later by the pipeline;
+- chunks: PartitionKey = "<source>~chunks",  RowKey = "<submission id>-00000", ... (see chunks.py).
+Chunks are written first and the head last, so a head exists only once its body is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, BinaryIO
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from shared.vault import body as bodies
+from shared.vault.chunks import read_chunks, write_chunks
+from shared.vault.model import (
+    FORMAT_VERSION,
+    HEAD_PROPERTIES,
+    VaultCorruptionError,
+    VaultError,
+    VaultRecord,
+    as_utc,
+    check_source,
+    check_submission_id,
+    odata_string,
+    plain_datetime,
+)
+from shared.vault.status import decode_property, encode_fields
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+
+__all__ = ["TableVault", "VaultCorruptionError", "VaultError", "VaultRecord"]
+
+# Fail fast when storage is unreachable (health checks, receiver) instead of retrying for minutes.
+_CLIENT_OPTIONS = {"connection_timeout": 10, "retry_total": 3}
+_HEADS_ONLY = f"FormatVersion ge {FORMAT_VERSION}"  # chunk entities have no FormatVersion
+_STATUS_RETRIES = 10
+
+
+def _record(entity: Mapping[str, object]) -> VaultRecord:
+    try:
+        return VaultRecord(
+            source=str(entity["PartitionKey"]),
+            submission_id=str(entity["RowKey"]),
+            content_type=str(entity["ContentType"]),
+            received_at=plain_datetime(entity["ReceivedAt"]),  # type: ignore[arg-type]
+            byte_size=int(decode_property(entity["ByteSize"])),  # type: ignore[arg-type]
+            sha256=str(entity["Sha256"]),
+            compression=str(entity["Compression"]),
+            compressed_size=int(decode_property(entity["CompressedSize"])),  # type: ignore[arg-type]
+            format_version=int(entity["FormatVersion"]),  # type: ignore[arg-type]
+            chunk_count=int(entity["ChunkCount"]),  # type: ignore[arg-type]
+            status={k: decode_property(v) for k, v in entity.items() if k not in HEAD_PROPERTIES},
+        )
+    except KeyError as exc:
+        raise VaultCorruptionError(
+            f"vault head {entity.get('PartitionKey')}/{entity.get('RowKey')} lacks property {exc}"
+        ) from exc
+
+
+class TableVault:
+    def __init__(self, table: TableClient, *, gzip_level: int = bodies.GZIP_LEVEL) -> None:
+        self._table = table
+        self._gzip_level = gzip_level
+        self._table_ready = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, table_name: str) -> TableVault:
+        return cls(TableClient.from_connection_string(connection_string, table_name, **_CLIENT_OPTIONS))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TableVault:
+        if settings.vault_connection:
+            return cls.from_connection_string(settings.vault_connection, settings.vault_table)
+        if not settings.vault_table_endpoint:
+            raise VaultError("set VaultStorage (connection string) or VaultStorage__tableServiceUri (identity)")
+        from azure.identity import DefaultAzureCredential
+
+        service = TableServiceClient(endpoint=settings.vault_table_endpoint,
+                                     credential=DefaultAzureCredential(), **_CLIENT_OPTIONS)
+        return cls(service.get_table_client(settings.vault_table))
+
+    @property
+    def table(self) -> TableClient:
+        self._ensure_table()
+        return self._table
+
+    def _ensure_table(self) -> None:
+        if self._table_ready:
+            return
+        with self._lock:
+            if not self._table_ready:
+                with contextlib.suppress(ResourceExistsError):
+                    self._table.create_table()
+                self._table_ready = True
+
+    def ping(self) -> None:
+        pages = self.table.query_entities("PartitionKey eq '~ping'", results_per_page=1).by_page()
+        for _ in next(pages, []):
+            pass
+
+    def put(self, *, source: str, submission_id: str, content_type: str, body: bytes,
+            received_at: datetime) -> VaultRecord:
+        """Store a body (idempotent: the same id with the same body returns the stored record)."""
+        check_source(source)
+        check_submission_id(submission_id)
+        if not isinstance(content_type, str):
+            raise ValueError(f"content_type must be a string, not {content_type!r}")
+        received_at = as_utc(received_at, "received_at")
+        body = bytes(body)
+        digest = hashlib.sha256(body).hexdigest()
+        existing = self.get(source, submission_id)
+        if existing is not None:
+            return self._same_body(existing, body, digest)
+        compression, stored = bodies.compress(body, self._gzip_level)
+        chunks = write_chunks(self.table, source, submission_id, stored)
+        head = {
+            "PartitionKey": source, "RowKey": submission_id,
+            "ContentType": content_type[:1024], "ReceivedAt": received_at,
+            "ByteSize": len(body), "Sha256": digest, "Compression": compression,
+            "CompressedSize": len(stored), "FormatVersion": FORMAT_VERSION, "ChunkCount": chunks,
+        }
+        try:
+            self.table.create_entity(head)
+        except ResourceExistsError:  # a concurrent put of the same id won the race
+            existing = self.get(source, submission_id)
+            if existing is None:
+                raise VaultError(f"submission {source}/{submission_id}: head vanished during put") from None
+            return self._same_body(existing, body, digest)
+        except HttpResponseError as exc:
+            raise VaultError(f"writing head {source}/{submission_id} failed: {exc.message or exc}") from exc
+        return _record(head)
+
+    @staticmethod
+    def _same_body(existing: VaultRecord, body: bytes, digest: str) -> VaultRecord:
+        if existing.sha256 != digest or existing.byte_size != len(body):
+            raise VaultError(
+                f"submission {existing.source}/{existing.submission_id} is already stored with a different "
+                f"body ({existing.byte_size} bytes, sha256 {existing.sha256})"
+            )
+        return existing
+
+    def get(self, source: str, submission_id: str) -> VaultRecord | None:
+        check_source(source)
+        check_submission_id(submission_id)
+        try:
+            entity = self.table.get_entity(source, submission_id)
+        except ResourceNotFoundError:
+            return None
+        return _record(entity)
+
+    def find(self, submission_id: str) -> VaultRecord | None:
+        """The head with this id in any source (a scan filtered on RowKey; prefer get)."""
+        check_submission_id(submission_id)
+        query = f"RowKey eq {odata_string(submission_id)} and {_HEADS_ONLY}"
+        for entity in self.table.query_entities(query):
+            return _record(entity)
+        return None
+
+    def _stored_bytes(self, record: VaultRecord) -> bytes:
+        return read_chunks(self.table, record.source, record.submission_id,
+                           record.chunk_count, record.compressed_size)
+
+    def read_body(self, record: VaultRecord) -> bytes:
+        """The body exactly as received (VaultCorruptionError if it does not match the head)."""
+        return bodies.decompress(record, self._stored_bytes(record))
+
+    def open_body(self, record: VaultRecord) -> BinaryIO:
+        """The body as a stream; holds only the compressed bytes in memory. Size and sha256 are
+        checked when the stream reaches its end (VaultCorruptionError from read())."""
+        return bodies.open_stream(record, self._stored_bytes(record))
+
+    def record_status(self, source: str, submission_id: str, fields: Mapping[str, object]) -> None:
+        """Merge status fields onto the head; None removes a field. See status.py for encodings."""
+        check_source(source)
+        check_submission_id(submission_id)
+        merge, remove = encode_fields(fields)
+        keys = {"PartitionKey": source, "RowKey": submission_id}
+        for _ in range(_STATUS_RETRIES):
+            if remove:
+                try:
+                    head = self.table.get_entity(source, submission_id)
+                except ResourceNotFoundError:
+                    raise self._no_head(source, submission_id) from None
+                present = remove & set(head)
+                if present:  # removing needs a full replace, guarded by the etag we read
+                    entity = {k: v for k, v in head.items() if k not in present}
+                    entity.update(merge)
+                    try:
+                        self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=head.metadata["etag"],
+                                                 match_condition=MatchConditions.IfNotModified)
+                    except ResourceModifiedError:
+                        continue  # someone else changed the head meanwhile: read again
+                    return
+            if not merge:
+                if not remove:
+                    self._require_head(source, submission_id)
+                return
+            try:
+                self.table.update_entity({**keys, **merge}, mode=UpdateMode.MERGE)
+            except ResourceNotFoundError:
+                raise self._no_head(source, submission_id) from None
+            return
+        raise VaultError(f"submission {source}/{submission_id}: head kept changing; status not recorded")
+
+    def _require_head(self, source: str, submission_id: str) -> None:
+        if self.get(source, submission_id) is None:
+            raise self._no_head(source, submission_id)
+
+    @staticmethod
+    def _no_head(source: str, submission_id: str) -> VaultError:
+        return VaultError(f"no submission {source}/{submission_id} in the vault")
+
+    def list(self, *, source: str | None = None, since: datetime | None = None) -> Iterator[VaultRecord]:
+        """Heads ordered by (source, submission id); `since` keeps ReceivedAt >= since."""
+        clauses = [_HEADS_ONLY]
+        if source is not None:
+            clauses.insert(0, f"PartitionKey eq {odata_string(check_source(source))}")
+        if since is not None:
+            clauses.append(f"ReceivedAt ge datetime'{as_utc(since, 'since').strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'")
+        for entity in self.table.query_entities(" and ".join(clauses)):
+            yield _record(entity)
+
