@@ -482,7 +482,7 @@ class _Listener:
     while it was disconnected are lost.
     """
 
-    POLL = 0.5  # seconds between checks for stop()
+    POLL = 0.2  # seconds between checks for stop()
 
     def __init__(self, database_url: str, queues: list[str]):
         self._url = database_url
