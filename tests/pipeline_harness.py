@@ -1,0 +1,158 @@
+"""Drives the registered functions in-process, with real azure.functions request/message objects.
+
+The functions run exactly as the host would call them (found through `app.get_functions()`), on
+the real local queue engine, vault (Azurite) and PostgreSQL; only the scheduling is ours: `drain()`
+delivers queued messages one at a time until the queues are empty, so tests are deterministic.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import azure.functions as func
+import psycopg
+from azure.functions.servicebus import ServiceBusMessage
+
+from shared import wiring
+from shared.bus.local_engine import LocalQueueEngine
+from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION
+
+QUEUES = (VALIDATION, MARKING, AGGREGATION, NOTIFICATION)
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@functools.lru_cache(maxsize=1)
+def app_functions() -> tuple:
+    """The app's functions. get_functions() indexes the app and may be called only once per app."""
+    import function_app
+
+    return tuple(function_app.app.get_functions())
+
+
+def queue_functions() -> dict[str, object]:
+    found = {}
+    for fn in app_functions():
+        trigger = fn.get_trigger()
+        if trigger.get_binding_name() == "serviceBusTrigger":
+            found[trigger.queue_name] = fn
+    return found
+
+
+def to_message(received) -> ServiceBusMessage:
+    return ServiceBusMessage(
+        body=received.body, message_id=received.message_id, content_type=received.content_type,
+        correlation_id=received.correlation_id, delivery_count=received.delivery_count,
+        enqueued_time_utc=received.enqueued_time_utc, lock_token=received.lock_token,
+        sequence_number=received.sequence_number, application_properties=dict(received.application_properties),
+        user_properties=dict(received.application_properties),
+    )
+
+
+class Pipeline:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.engine = LocalQueueEngine(database_url)
+        self.handlers = queue_functions()
+        self.delivered: list[tuple[str, object]] = []  # (queue, ReceivedMessage) completed, in order
+
+    def http(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> Answer:
+        """Call the HTTP function whose route matches `path` (under /api)."""
+        route_path = path.removeprefix("/api/")
+        for fn in app_functions():
+            trigger = fn.get_trigger()
+            if trigger.get_binding_name() != "httpTrigger":
+                continue
+            params = _match(trigger.route, route_path)
+            if params is None or method not in [str(m.value if hasattr(m, "value") else m) for m in trigger.methods]:
+                continue
+            req = func.HttpRequest(method=method, url=f"http://127.0.0.1/api/{route_path}", headers=headers or {},
+                                   params={}, route_params=params, body=body)
+            resp: func.HttpResponse = fn.get_user_function()(req)
+            return Answer(resp.status_code, dict(resp.headers), resp.get_body())
+        raise LookupError(f"no function for {method} {path}")
+
+    def post_document(self, body: bytes, content_type: str = "text/xml+markr", wait: bool = False) -> Answer:
+        headers = {"Content-Type": content_type} if content_type else {}
+        if not wait:
+            headers["Prefer"] = "respond-async"
+        return self.http("POST", "/api/import", body, headers)
+
+    def deliver_one(self, queue: str) -> bool:
+        got = self.engine.receive(queue, 1)
+        if not got:
+            return False
+        received = got[0]
+        try:
+            self.handlers[queue].get_user_function()(to_message(received))
+        except Exception as exc:
+            self.engine.abandon(queue, received.lock_token, f"{type(exc).__name__}: {exc}")
+            raise
+        self.engine.complete(queue, received.lock_token)
+        self.delivered.append((queue, received))
+        return True
+
+    def redeliver(self, queue: str, received) -> None:
+        """Deliver an already-completed message again, as Service Bus may (at-least-once)."""
+        again = dataclasses.replace(received, delivery_count=received.delivery_count + 1)
+        self.handlers[queue].get_user_function()(to_message(again))
+
+    def drain(self, limit: int = 10_000) -> int:
+        delivered = 0
+        while delivered < limit:
+            progressed = False
+            for queue in QUEUES:
+                while self.deliver_one(queue):
+                    delivered += 1
+                    progressed = True
+            if not progressed:
+                return delivered
+        raise RuntimeError("queues did not drain")
+
+    def peek(self, queue: str) -> list:
+        return self.engine.peek(queue)
+
+    def sql(self, query: str, *params):
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(query, params).fetchall()
+
+
+def _match(template: str, path: str) -> dict[str, str] | None:
+    t_parts, p_parts = template.strip("/").split("/"), path.strip("/").split("/")
+    if len(t_parts) != len(p_parts):
+        return None
+    params = {}
+    for t, p in zip(t_parts, p_parts, strict=True):
+        if t.startswith("{") and t.endswith("}"):
+            params[t[1:-1].split(":")[0].rstrip("?")] = p
+        elif t.lower() != p.lower():
+            return None
+    return params
+
+
+@contextmanager
+def pipeline_env(monkeypatch, database_url: str, vault_storage: str, vault_table: str, **settings) -> Iterator[Pipeline]:
+    """App settings pointing at this test's database and vault table, with the adapters rebuilt."""
+    values = {"MARKR_DATABASE_URL": database_url, "VaultStorage": vault_storage, "MARKR_VAULT_TABLE": vault_table,
+              "MARKR_BUS": "local", "MARKR_DEFAULT_SOURCE": "default", **settings}
+    for key, value in values.items():
+        monkeypatch.setenv(key, str(value))
+    wiring.reset()
+    pipeline = Pipeline(database_url)
+    try:
+        yield pipeline
+    finally:
+        pipeline.engine.close()
+        wiring.reset()
