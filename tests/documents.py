@@ -10,6 +10,7 @@ make_document(results) takes one dict per <mcq-test-result>. Keys (all optional)
 A missing key takes a realistic default; a value of None leaves the element/attribute out. Values are
 written with str() and XML-escaped, so "  002299 " or "12.5" appear exactly as given.
 """
+
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,5 @@
 """Value objects of a parsed results document (no I/O, no Azure)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

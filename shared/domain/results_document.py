@@ -10,6 +10,7 @@ or wrong root stops reading at once; a syntax error stops reading where it occur
 already found in the results before it. Duplicate students and re-scans are not errors: the scoring
 policy (scoring_policy.py) resolves them.
 """
+
 from __future__ import annotations
 
 from typing import BinaryIO

@@ -4,6 +4,7 @@ A student may be scanned more than once for the same test (re-scans, pages folde
 (test_id, student_number) the best marks are kept, taking the highest `available` and the highest
 `obtained` independently, even when they come from different scans: 9/10 then 8/20 -> 9/20 = 45%.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

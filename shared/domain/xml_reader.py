@@ -8,6 +8,7 @@ Security: entities are never resolved, nothing is fetched (no network, no DTD lo
 is refused outright before the first result is read. That one rule covers billion-laughs, external
 entities (XXE) and parameter entities, since none of them can be declared without a DOCTYPE.
 """
+
 from __future__ import annotations
 
 import io
