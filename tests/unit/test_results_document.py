@@ -234,3 +234,15 @@ def test_problem_to_json_omits_none() -> None:
 def test_namespaced_document_is_read_by_local_name() -> None:
     body = make_document([{}]).replace(b"<mcq-test-results>", b'<mcq-test-results xmlns="urn:markr">')
     assert parse_results_document(body).valid
+
+
+def test_a_broken_stream_raises_instead_of_blaming_the_document() -> None:
+    # A truncated gzip member is a storage fault: the caller must see it, not a "not-well-formed" verdict.
+    packed = gzip.compress(make_document([{}] * 200))
+    with pytest.raises(EOFError):
+        parse_results_document(gzip.GzipFile(fileobj=io.BytesIO(packed[: len(packed) // 2])))
+
+
+def test_max_errors_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_errors"):
+        parse_results_document(make_document([{}]), max_errors=0)
