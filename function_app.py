@@ -6,9 +6,11 @@ import azure.functions as func
 
 from functions import (
     aggregator,
+    dead_letter_sweeper,
     health,
     marker,
     notifier,
+    ops_api,
     receiver,
     results_api,
     submissions_api,
@@ -17,5 +19,6 @@ from functions import (
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
-for feature in (receiver, validator, marker, notifier, aggregator, results_api, submissions_api, health):
+for feature in (receiver, validator, marker, notifier, aggregator, results_api, submissions_api, health,
+                ops_api, dead_letter_sweeper):
     app.register_functions(feature.bp)

@@ -26,3 +26,7 @@ if [ ! -x node_modules/.bin/azurite-table ] || [ package-lock.json -nt node_modu
   echo "==> installing Node packages (Azurite)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+if [ ! -x .venv/bin/markr-ops ]; then
+  echo "==> installing the project in editable mode (markr-ops)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+fi

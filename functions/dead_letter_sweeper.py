@@ -1,0 +1,19 @@
+"""Timer: turn dead-lettered pipeline messages into `failed` statuses (see shared/ops/sweep.py)."""
+import logging
+
+import azure.functions as func
+
+from shared import wiring
+from shared.ops import queue_ops
+from shared.ops.sweep import sweep
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.function_name("dead_letter_sweeper")
+@bp.timer_trigger(arg_name="timer", schedule="%MARKR_DEAD_LETTER_SWEEP_SCHEDULE%", run_on_startup=False)
+def dead_letter_sweeper(timer: func.TimerRequest) -> None:
+    report = sweep(queue_ops(), wiring.bus())
+    if any(report.notified.values()) or report.unreadable:
+        log.info("dead letters reported as failed: %s; unreadable: %d", report.notified, len(report.unreadable))
