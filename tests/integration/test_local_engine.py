@@ -345,15 +345,20 @@ def test_message_survives_postgres_restart(engine: LocalQueueEngine, pg_server_h
     engine.wait_for_messages("work", 0.1)  # start the listener before the restart
     if pg_server_handle is None:
         pytest.skip("external database (MARKR_TEST_DATABASE_URL): this suite cannot restart it")
+    reconnects_seen = engine._listener.generation("work")  # the listener bumps this when it reconnects
     pg_server_handle.stop()
     pg_server_handle.start()
     engine.send("work", msg("after-restart"))
     got = engine.receive("work", 10)
     assert [(m.message_id, m.delivery_count) for m in got] == [("before-restart", 1), ("after-restart", 1)]
     assert got[0].body == b"kept"
-    # the listener reconnects: a waiter still wakes on send
+    # the listener reconnects; once it has, a waiter wakes on send (not on the reconnect itself)
     for m in got:
         engine.complete("work", m.lock_token)
+    deadline = time.monotonic() + 15
+    while engine._listener.generation("work") == reconnects_seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine._listener.generation("work") > reconnects_seen, "the listener did not reconnect"
     woke = threading.Event()
     thread = threading.Thread(target=lambda: (engine.wait_for_messages("work", 60), woke.set()), daemon=True)
     thread.start()
