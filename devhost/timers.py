@@ -47,7 +47,7 @@ class TimerRunner:
         self._idle.clear()
         try:
             following = self.fn.schedule.next_after(due)
-            request = func.TimerRequest(
+            request = func.timer.TimerRequest(  # the concrete class; func.TimerRequest is abstract
                 past_due=past_due,
                 schedule={"AdjustForDST": False},
                 schedule_status={"Last": due.isoformat(), "Next": following.isoformat(),
