@@ -34,8 +34,9 @@ def queues_table(counts: list[QueueCounts]) -> Table:
 
 def dead_letters_table(queue: str, dead: list[DeadLetter]) -> Table:
     table = Table(title=f"Dead letters of {queue} ({len(dead)})")
-    for name in ("message id", "submission", "deliveries", "dead-lettered", "reason", "description"):
-        table.add_column(name, overflow="fold")
+    for name in ("message id", "submission", "deliveries", "dead-lettered", "reason"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("description", overflow="fold")
     for d in dead:
         when = d.dead_lettered_at_utc or d.enqueued_time_utc
         table.add_row(d.message_id, d.correlation_id or "-", str(d.delivery_count),
