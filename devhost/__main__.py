@@ -31,6 +31,10 @@ def _parse_args(argv: list[str], default_port: int) -> argparse.Namespace:
     parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
     parser.add_argument("--queues", type=Path, help="queue definitions file (infra/queues.json format)")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds running handlers get at shutdown")
+    parser.add_argument("--max-concurrent-calls", type=int,
+                        help="per queue; default host.json extensions.serviceBus.maxConcurrentCalls")
+    parser.add_argument("--max-auto-lock-renewal", type=float,
+                        help="seconds (0 disables); default host.json maxAutoLockRenewalDuration")
     parser.add_argument("--ready-file", type=Path, help="write {base_url, pid, functions} here once serving")
     return parser.parse_args(argv)
 
@@ -82,7 +86,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
         raise SystemExit(f"the local host needs MARKR_BUS=local (it is {settings().bus!r})")
     app = load_app(args.app)
     engine = LocalQueueEngine(url, load_queues(args.queues) if args.queues else None)
-    host = LocalFunctionHost(app, engine, port=args.port)
+    host = LocalFunctionHost(app, engine, port=args.port, max_concurrent_calls=args.max_concurrent_calls,
+                             max_auto_lock_renewal=args.max_auto_lock_renewal)
     host.start()
     print(f"\nMarkr local host: {host.base_url}\n", flush=True)
     for line in host.describe():
@@ -91,7 +96,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
     if args.ready_file:
         tmp = args.ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"base_url": host.base_url, "port": host.port, "pid": os.getpid(),
-                                   "functions": host.describe()}))
+                                   "functions": host.describe(), **host.manifest()}))
         tmp.replace(args.ready_file)
     stop.wait()
     log.info("shutting down (grace %.0f s)", args.grace)

@@ -42,6 +42,7 @@ class LocalFunctionHost:
         self.http_functions = [f for f in self.functions if isinstance(f, HttpFunction)]
         self._server: FunctionHttpServer | None = None
         self._server_thread: threading.Thread | None = None
+        self._stopped = False
 
     @property
     def port(self) -> int:
@@ -66,6 +67,15 @@ class LocalFunctionHost:
                 lines.append(f"{fn.name}: timerTrigger schedule='{fn.schedule.text}'")
         return lines
 
+    def manifest(self) -> dict[str, list]:
+        """What the host serves, for tools and tests: routes (with methods), queues, schedules."""
+        return {
+            "http": [{"name": f.name, "route": f.route.template, "methods": list(f.methods)}
+                     for f in self.http_functions],
+            "queues": [{"name": c.fn.name, "queue": c.fn.queue} for c in self.consumers],
+            "timers": [{"name": t.fn.name, "schedule": t.fn.schedule.text} for t in self.timers],
+        }
+
     def start(self) -> LocalFunctionHost:
         logs.configure()
         self._server = FunctionHttpServer(self._address, self.http_functions, self.config.route_prefix)
@@ -82,6 +92,9 @@ class LocalFunctionHost:
     def stop(self, grace: float = 30.0) -> bool:
         """Stop taking work, let running handlers finish for up to `grace` seconds, then abandon the
         messages of those still running. Returns True when everything finished in time."""
+        if self._stopped:
+            return True
+        self._stopped = True
         deadline = time.monotonic() + grace
         if self._server is not None:
             self._server.draining = True

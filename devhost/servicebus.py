@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from azure.functions import ServiceBusMessage
+from azure.functions.servicebus import ServiceBusMessage
 
 from devhost import logs
 from devhost.discovery import QueueFunction

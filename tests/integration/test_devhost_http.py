@@ -1,0 +1,181 @@
+"""The local host's HTTP side, over real sockets: routing, request/response fidelity, errors, logs."""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import azure.functions as func
+import pytest
+
+from devhost.host import LocalFunctionHost
+from devhost.logs import FORMAT, InvocationFilter
+
+pytestmark = pytest.mark.integration
+app_log = logging.getLogger("tests.devhost.app")
+
+
+def _app() -> func.FunctionApp:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="results/{testId}/aggregate", methods=["GET"])
+    def aggregate(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse(json.dumps({"testId": req.route_params["testId"], "params": dict(req.params)}),
+                                 mimetype="application/json")
+
+    @app.route(route="items/{id:int}/{part?}", methods=["GET", "DELETE"])
+    def item(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse(json.dumps(dict(req.route_params)), mimetype="application/json")
+
+    @app.route(route="items/special", methods=["GET"])
+    def special(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("special")
+
+    @app.route(route="echo", methods=["POST", "PUT"])
+    def echo(req: func.HttpRequest) -> func.HttpResponse:
+        app_log.info("echoing %d bytes", len(req.get_body()))
+        return func.HttpResponse(
+            req.get_body(), status_code=207, mimetype="application/octet-stream",
+            headers={"X-Method": req.method, "X-Url": req.url, "X-Trace": req.headers.get("x-trace", ""),
+                     "X-Length": str(len(req.get_body()))},
+        )
+
+    @app.route(route="text", methods=["GET"])
+    def text(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("héllo", charset="utf-8", mimetype="text/plain")
+
+    @app.route(route="boom", methods=["GET"])
+    def boom(req: func.HttpRequest) -> func.HttpResponse:
+        raise RuntimeError("the handler broke")
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[LocalFunctionHost]:
+    h = LocalFunctionHost(_app(), port=0).start()
+    try:
+        yield h
+    finally:
+        assert h.stop(5)
+
+
+def _request(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def test_route_params_and_query(host: LocalFunctionHost) -> None:
+    status, headers, body = _request(f"{host.base_url}/results/abc%20d/aggregate?x=1&y=two&x=3")
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"testId": "abc d", "params": {"x": "1", "y": "two"}}
+
+
+def test_literal_segments_are_case_insensitive(host: LocalFunctionHost) -> None:
+    status, _, body = _request(f"{host.base_url}/RESULTS/9/Aggregate")
+    assert status == 200 and json.loads(body)["testId"] == "9"
+
+
+def test_int_constraint_and_optional_segment(host: LocalFunctionHost) -> None:
+    assert json.loads(_request(f"{host.base_url}/items/42")[2]) == {"id": "42"}
+    assert json.loads(_request(f"{host.base_url}/items/42/notes")[2]) == {"id": "42", "part": "notes"}
+    assert _request(f"{host.base_url}/items/special")[2] == b"special"  # literal beats {id:int}
+    status, _, body = _request(f"{host.base_url}/items/abc/notes")
+    assert status == 404 and json.loads(body)["error"]["code"] == "not-found"
+
+
+def test_body_bytes_headers_status_round_trip(host: LocalFunctionHost) -> None:
+    payload = bytes(range(256)) * 4096 + b"\r\n\x00tail"
+    status, headers, body = _request(f"{host.base_url}/echo?a=b", "POST", payload,
+                                     {"X-Trace": "t-1", "Content-Type": "application/octet-stream"})
+    assert status == 207
+    assert body == payload
+    assert headers["X-Length"] == str(len(payload))
+    assert headers["X-Method"] == "POST"
+    assert headers["X-Trace"] == "t-1"
+    assert headers["X-Url"] == f"{host.base_url}/echo?a=b"
+    assert headers["Content-Type"] == "application/octet-stream"
+
+
+def test_chunked_request_body(host: LocalFunctionHost) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=30)
+    chunks = [b"first,", b"", b"second," * 1000, b"third"]
+    conn.request("PUT", "/api/echo", body=iter(chunks), encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 207 and resp.read() == b"".join(chunks)
+    conn.close()
+
+
+def test_large_body_read_in_full(host: LocalFunctionHost) -> None:
+    payload = os.urandom(24 * 1024 * 1024)
+    status, headers, body = _request(f"{host.base_url}/echo", "POST", payload)
+    assert status == 207 and headers["X-Length"] == str(len(payload)) and body == payload
+
+
+def test_text_response_charset(host: LocalFunctionHost) -> None:
+    status, headers, body = _request(f"{host.base_url}/text")
+    assert status == 200
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert body.decode("utf-8") == "héllo"
+
+
+def test_unknown_route_and_outside_prefix_are_404(host: LocalFunctionHost) -> None:
+    for url in (f"{host.base_url}/nope", f"http://127.0.0.1:{host.port}/echo"):
+        status, headers, body = _request(url)
+        assert status == 404
+        assert headers["Content-Type"] == "application/json"
+        assert json.loads(body)["error"]["code"] == "not-found"
+
+
+def test_wrong_method_is_405_with_allow(host: LocalFunctionHost) -> None:
+    status, headers, body = _request(f"{host.base_url}/echo")
+    assert status == 405
+    assert headers["Allow"] == "POST, PUT"
+    assert json.loads(body)["error"]["code"] == "method-not-allowed"
+    status, headers, _ = _request(f"{host.base_url}/items/7", "POST", b"x")
+    assert status == 405 and headers["Allow"] == "DELETE, GET"
+
+
+def test_handler_exception_is_500_json(host: LocalFunctionHost, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="devhost.http"):
+        status, _, body = _request(f"{host.base_url}/boom")
+    assert status == 500
+    assert json.loads(body) == {"error": {"code": "internal", "message": "RuntimeError: the handler broke"}}
+    failure = [r for r in caplog.records if "Failed" in r.getMessage()]
+    assert failure and "Traceback" in failure[0].getMessage()
+    # The server keeps serving after a failure.
+    assert _request(f"{host.base_url}/items/1")[0] == 200
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.addFilter(InvocationFilter())
+        self.setFormatter(logging.Formatter(FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_handler_logs_carry_function_and_invocation(host: LocalFunctionHost) -> None:
+    collect = _Collect()
+    logging.getLogger().addHandler(collect)
+    try:
+        _request(f"{host.base_url}/echo", "POST", b"12345")
+    finally:
+        logging.getLogger().removeHandler(collect)
+    line = next(text for text in collect.lines if "echoing 5 bytes" in text)
+    assert "[echo inv=" in line
+    executing = next(text for text in collect.lines if "Executing 'echo'" in text)
+    invocation = line.split("inv=")[1].split("]")[0]
+    assert f"inv={invocation}]" in executing  # the same invocation id on the host's and the app's lines
