@@ -1,0 +1,182 @@
+// Markr on Azure: one resource group holding the Flex Consumption function app and everything it uses.
+// `azd up` deploys this with main.parameters.json; main.<env>.bicepparam serve `az deployment sub create`.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(40)
+@description('azd environment name; names and tags every resource.')
+param environmentName string
+
+@description('Azure region for every resource.')
+param location string
+
+@allowed(['dev', 'prod'])
+@description('Sizing profile (instance caps, PostgreSQL SKU, alert thresholds).')
+param profile string = 'dev'
+
+@description('Resource id of an existing action group notified by the alert rules; empty = alerts fire without notifying.')
+param actionGroupId string = ''
+
+@description('Object id of a person or group to make an extra Entra admin of PostgreSQL (azd passes the signed-in user); empty = none.')
+param operatorPrincipalId string = ''
+
+@description('Display name (UPN or group name) of operatorPrincipalId.')
+param operatorPrincipalName string = ''
+
+@allowed(['User', 'Group', 'ServicePrincipal'])
+param operatorPrincipalType string = 'User'
+
+// The one queue definition, shared with the local queue engine (shared/bus/queues.py).
+var queueSpec = loadJsonContent('queues.json')
+
+var sizing = {
+  dev: {
+    maximumInstanceCount: 10
+    instanceMemoryMB: 2048
+    postgresSku: { name: 'Standard_B2s', tier: 'Burstable' }
+    postgresStorageGB: 32
+    postgresHighAvailability: 'Disabled'
+    backupRetentionDays: 7
+    activeMessagesThreshold: 1000
+  }
+  prod: {
+    maximumInstanceCount: 40
+    instanceMemoryMB: 2048
+    postgresSku: { name: 'Standard_D2ds_v5', tier: 'GeneralPurpose' }
+    postgresStorageGB: 128
+    postgresHighAvailability: 'ZoneRedundant'
+    backupRetentionDays: 35
+    activeMessagesThreshold: 5000
+  }
+}[profile]
+
+var tags = { 'azd-env-name': environmentName, app: 'markr' }
+var token = toLower(uniqueString(subscription().id, environmentName, location))
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-markr-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.0' = {
+  scope: rg
+  name: 'identity'
+  params: {
+    name: 'id-markr-${token}'
+    location: location
+    tags: tags
+    enableTelemetry: false
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  scope: rg
+  name: 'monitoring'
+  params: {
+    location: location
+    tags: tags
+    token: token
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  scope: rg
+  name: 'storage'
+  params: {
+    location: location
+    tags: tags
+    name: 'stmarkr${token}'
+    vaultTableName: 'vault'
+    deploymentContainerName: 'app-package'
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = {
+  scope: rg
+  name: 'servicebus'
+  params: {
+    location: location
+    tags: tags
+    name: 'sb-markr-${token}'
+    queueSpec: queueSpec
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module postgres 'modules/postgres.bicep' = {
+  scope: rg
+  name: 'postgres'
+  params: {
+    location: location
+    tags: tags
+    name: 'psql-markr-${token}'
+    databaseName: 'markr'
+    sku: sizing.postgresSku
+    storageSizeGB: sizing.postgresStorageGB
+    highAvailability: sizing.postgresHighAvailability
+    backupRetentionDays: sizing.backupRetentionDays
+    appPrincipalId: identity.outputs.principalId
+    appPrincipalName: identity.outputs.name
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalName: operatorPrincipalName
+    operatorPrincipalType: operatorPrincipalType
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  scope: rg
+  name: 'roles'
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    serviceBusNamespaceName: serviceBus.outputs.name
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  scope: rg
+  name: 'functionapp'
+  // The app's triggers and adapters fail at start-up without their roles: grant them first.
+  dependsOn: [roles, postgres]
+  params: {
+    location: location
+    tags: tags
+    name: 'func-markr-${token}'
+    planName: 'plan-markr-${token}'
+    identityResourceId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    identityName: identity.outputs.name
+    storageAccountName: storage.outputs.name
+    blobEndpoint: storage.outputs.blobEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    vaultTableName: storage.outputs.vaultTableName
+    serviceBusFullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
+    postgresHost: postgres.outputs.fqdn
+    databaseName: postgres.outputs.databaseName
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    maximumInstanceCount: sizing.maximumInstanceCount
+    instanceMemoryMB: sizing.instanceMemoryMB
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  scope: rg
+  name: 'alerts'
+  params: {
+    tags: tags
+    serviceBusNamespaceName: serviceBus.outputs.name
+    queueNames: [for q in queueSpec.queues: q.name]
+    actionGroupId: actionGroupId
+    activeMessagesThreshold: sizing.activeMessagesThreshold
+  }
+}
+
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output MARKR_API_BASE_URL string = 'https://${functionApp.outputs.defaultHostName}/api'
+output SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
+output POSTGRES_HOST string = postgres.outputs.fqdn
+output AZURE_CLIENT_ID string = identity.outputs.clientId

@@ -1,0 +1,118 @@
+// The Markr function app: Linux Flex Consumption, Python 3.11, user-assigned managed identity.
+// Every setting in local.settings.template.json is either set here or allow-listed (with the reason)
+// in tests/infra/test_bicep.py; connections are identity-based, so there are no secrets to store.
+param location string
+param tags object
+param name string
+param planName string
+param identityResourceId string
+param identityClientId string
+param identityName string
+param storageAccountName string
+param blobEndpoint string
+param tableEndpoint string
+param deploymentContainerName string
+param vaultTableName string
+param serviceBusFullyQualifiedNamespace string
+param postgresHost string
+param databaseName string
+param appInsightsConnectionString string
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int
+@description('NCRONTAB schedule of the dead-letter sweeper (timer trigger).')
+param deadLetterSweepSchedule string = '0 */5 * * * *'
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: { tier: 'FlexConsumption', name: 'FC1' }
+  properties: { reserved: true }
+}
+
+var appSettings = {
+  // Functions host storage (leases, timer locks) over the identity: no AzureWebJobsStorage connection string.
+  AzureWebJobsStorage__accountName: storageAccountName
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+  // DefaultAzureCredential (Bus, vault and database adapters) picks the user-assigned identity by this id.
+  AZURE_CLIENT_ID: identityClientId
+  // The identity's name is its PostgreSQL role; the password is an Entra token fetched per connection.
+  MARKR_DATABASE_URL: 'postgresql://${identityName}@${postgresHost}:5432/${databaseName}?sslmode=require'
+  MARKR_DATABASE_ENTRA_AUTH: 'true'
+  MARKR_BUS: 'azure'
+  // Service Bus triggers (connection "ServiceBusConnection") and the Bus adapter, identity-based.
+  ServiceBusConnection__fullyQualifiedNamespace: serviceBusFullyQualifiedNamespace
+  ServiceBusConnection__credential: 'managedidentity'
+  ServiceBusConnection__clientId: identityClientId
+  // The vault (Table Storage), identity-based.
+  VaultStorage__tableServiceUri: tableEndpoint
+  VaultStorage__credential: 'managedidentity'
+  VaultStorage__clientId: identityClientId
+  MARKR_VAULT_TABLE: vaultTableName
+  MARKR_DEFAULT_SOURCE: 'default'
+  MARKR_MAX_BODY_BYTES: '104857600'
+  MARKR_IMPORT_WAIT_SECONDS: '30'
+  MARKR_DEAD_LETTER_SWEEP_SCHEDULE: deadLetterSweepSchedule
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': 'markr' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${identityResourceId}': {} }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    clientCertMode: 'Optional'
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: [for setting in items(appSettings): { name: setting.key, value: setting.value }]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityResourceId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: { name: 'python', version: '3.11' }
+    }
+  }
+}
+
+// Publishing credentials (basic auth) off: deployments go through Entra ID (azd / az).
+resource ftp 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: { allow: false }
+}
+
+resource scm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: { allow: false }
+}
+
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName
