@@ -76,14 +76,17 @@ class Checkpoint:
     def load(cls, path: Path) -> Checkpoint | None:
         if not path.exists():
             return None
-        lines = path.read_text().splitlines()
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            # The process died mid-write: drop the torn line (that batch is simply sent again).
+            text = text[: text.rfind("\n") + 1]
+            with path.open("r+") as out:
+                out.truncate(len(text.encode()))
         entries = []
-        for number, line in enumerate(lines, 1):
+        for number, line in enumerate(text.splitlines(), 1):
             try:
                 entries.append(json.loads(line))
             except json.JSONDecodeError:
-                if number == len(lines):
-                    break  # the process died mid-write: that batch is simply sent again
                 raise ReplayError(f"checkpoint {path} line {number} is not JSON; remove it or pass --restart") from None
         if not entries or entries[0].get("checkpoint") != "markr-ops reprocess":
             raise ReplayError(f"{path} is not a reprocess checkpoint; remove it or pass --restart")

@@ -3,6 +3,7 @@ local host, over a test's own database and vault table, and the markr-ops CLI ru
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import time
 import urllib.error
@@ -80,6 +81,8 @@ def start_app(database_url: str, vault_storage: str, vault_table: str, monkeypat
     wiring.reset()
     import function_app
 
+    # A FunctionApp indexes its functions only once; a fresh one per host, as each `func start` builds.
+    importlib.reload(function_app)
     engine = LocalQueueEngine(database_url)
     host = LocalFunctionHost(function_app.app, engine, port=0).start()
     try:
