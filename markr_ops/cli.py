@@ -46,8 +46,11 @@ class OpsGroup(click.Group):
 
 
 def _ops():
+    from shared.config import settings
     from shared.ops import queue_ops
 
+    if settings().bus == "local":
+        environment.check_database()
     return queue_ops()
 
 
@@ -171,7 +174,10 @@ def purge(queue: str, message_ids: tuple[str, ...], all_: bool, yes: bool, as_js
 
 def _wiring():
     from shared import wiring
+    from shared.config import settings
 
+    if settings().bus == "local":
+        environment.check_database()
     return wiring
 
 
@@ -220,7 +226,7 @@ def reprocess(all_: bool, since: str | None, source: str | None, wait: bool, tim
     when = _parse_since(since)
     wiring = _wiring()
     if wait:
-        environment.require_database()
+        environment.check_database()
     started = time.monotonic()
     with _progress(as_json) as bar:
         task = bar.add_task("starting runs", total=None)

@@ -57,3 +57,15 @@ def require_database() -> str:
         raise SettingsError("MARKR_DATABASE_URL is not set and the local stack is not running "
                             "(start it with scripts/up, or set MARKR_DATABASE_URL)")
     return url
+
+
+def check_database() -> None:
+    """Fail in seconds with the driver's reason, rather than after the pool's 30 s wait."""
+    from shared.db.connection import connect
+
+    url = require_database()
+    try:
+        with connect(url, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        raise SettingsError(f"cannot reach the database ({url.split('@')[-1]}): {str(exc).strip()}") from None
