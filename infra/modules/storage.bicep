@@ -9,11 +9,13 @@ param deploymentContainerName string
 param logAnalyticsWorkspaceId string
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  //checkov:skip=CKV_AZURE_35:No VNet in this deployment: the Flex Consumption app reaches storage over its public endpoint; access is Entra-only (shared keys off)
+  //checkov:skip=CKV_AZURE_59:Same as CKV_AZURE_35: public endpoint needed without VNet integration; anonymous blob access is off and every request needs an Entra token
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
-  sku: { name: 'Standard_ZRS' }
+  sku: { name: 'Standard_GZRS' } // zone + geo redundancy: the vault holds the only copy of each submission
   properties: {
     accessTier: 'Hot'
     allowSharedKeyAccess: false
