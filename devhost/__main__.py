@@ -57,8 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure()
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():  # a second Ctrl-C: give up waiting; locks run out, nothing is lost
+            log.warning("second %s: exiting without waiting", signal.Signals(signum).name)
+            os._exit(1)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     from devhost.localstack import LocalStack
 

@@ -75,6 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: FunctionHttpServer
     protocol_version = "HTTP/1.1"
     timeout = 120  # idle keep-alive connections are closed after this
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s - " + format, self.address_string(), *args)
