@@ -41,6 +41,9 @@ var appSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+  // The worker hands the host's trace context to OpenTelemetry (shared/telemetry.py); pairs with
+  // "telemetryMode": "OpenTelemetry" in host.json so logs are not exported twice.
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
   // DefaultAzureCredential (Bus, vault and database adapters) picks the user-assigned identity by this id.
   AZURE_CLIENT_ID: identityClientId
   // The identity's name is its PostgreSQL role; the password is an Entra token fetched per connection.

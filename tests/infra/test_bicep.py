@@ -36,6 +36,7 @@ NOT_SET_IN_AZURE = {
 # Settings set in Azure that neither the template nor our code name.
 AZURE_ONLY = {
     "AZURE_CLIENT_ID": "DefaultAzureCredential picks the user-assigned identity by this client id",
+    "PYTHON_ENABLE_OPENTELEMETRY": "the Python worker passes the host's trace context to OpenTelemetry",
 }
 IDENTITY_SUFFIXES = {"fullyQualifiedNamespace", "credential", "clientId", "accountName",
                      "tableServiceUri", "blobServiceUri", "queueServiceUri"}
