@@ -31,7 +31,8 @@ def write_queues(path: Path, queues: dict[str, QueueDefinition]) -> None:
     """The inverse of load_queues, for tests that hand a subprocess host their own definitions."""
 
     def iso(td) -> str:
-        return f"PT{td.total_seconds():g}S"
+        seconds = td.total_seconds()
+        return f"PT{int(seconds)}S" if seconds == int(seconds) else f"PT{seconds:.6f}S"
 
     path.write_text(json.dumps({"queues": [{
         "name": q.name, "lockDuration": iso(q.lock_duration),
