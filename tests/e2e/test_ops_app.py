@@ -3,7 +3,7 @@ local host, over a test's own database and vault table, and the markr-ops CLI ru
 from __future__ import annotations
 
 import contextlib
-import importlib
+import importlib.util
 import json
 import time
 import urllib.error
@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from devhost.host import LocalFunctionHost
+from devhost.stack import ROOT
 from markr_ops.cli import main
 
 FINAL = {"completed", "rejected", "failed"}
@@ -79,12 +80,13 @@ def start_app(database_url: str, vault_storage: str, vault_table: str, monkeypat
     settings_file = tmp_path / "ops.settings.json"
     settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))
     wiring.reset()
-    import function_app
-
-    # A FunctionApp indexes its functions only once; a fresh one per host, as each `func start` builds.
-    importlib.reload(function_app)
+    # A FunctionApp indexes its functions only once, so each host gets a fresh one, built by running
+    # function_app.py as a module of its own (sys.modules["function_app"] stays untouched for others).
+    spec = importlib.util.spec_from_file_location("function_app_for_ops_tests", ROOT / "function_app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     engine = LocalQueueEngine(database_url)
-    host = LocalFunctionHost(function_app.app, engine, port=0).start()
+    host = LocalFunctionHost(module.app, engine, port=0).start()
     try:
         yield AppHost(host, database_url, settings_file)
     finally:
