@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,10 +65,24 @@ def _enum_value(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
+_indexed: weakref.WeakKeyDictionary[Any, tuple] = weakref.WeakKeyDictionary()
+
+
+def indexed_functions(app: Any) -> tuple:
+    """`app.get_functions()`, computed once per app.
+
+    The SDK records function names while indexing and rejects a second indexing of the same app as
+    duplicates, so everything in one process (host, tests) reads the functions through here.
+    """
+    if app not in _indexed:
+        _indexed[app] = tuple(app.get_functions())
+    return _indexed[app]
+
+
 def discover(app: Any) -> list[Function]:
     """Every function of `app` (anything with get_functions(), e.g. func.FunctionApp)."""
     found: list[Function] = []
-    for fn in app.get_functions():
+    for fn in indexed_functions(app):
         name = fn.get_function_name()
         trigger = fn.get_trigger()
         if trigger is None:

@@ -7,7 +7,6 @@ delivers queued messages one at a time until the queues are empty, so tests are 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ import azure.functions as func
 import psycopg
 from azure.functions.servicebus import ServiceBusMessage
 
+from devhost.discovery import indexed_functions
 from shared import wiring
 from shared.bus.local_engine import LocalQueueEngine
 from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION
@@ -34,12 +34,10 @@ class Answer:
         return json.loads(self.body)
 
 
-@functools.lru_cache(maxsize=1)
 def app_functions() -> tuple:
-    """The app's functions. get_functions() indexes the app and may be called only once per app."""
     import function_app
 
-    return tuple(function_app.app.get_functions())
+    return indexed_functions(function_app.app)
 
 
 def queue_functions() -> dict[str, object]:

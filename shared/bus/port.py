@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, Union
+from typing import Protocol
 
-PropertyValue = Union[str, int, float, bool]
+PropertyValue = str | int | float | bool
 
 
 @dataclass(frozen=True)

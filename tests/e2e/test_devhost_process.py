@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devhost.discovery import indexed_functions
 from devhost.queuesfile import load_queues, write_queues
 from devhost.stack import ROOT
 from devhost.testing import HostProcess, start_host_process
@@ -65,7 +66,7 @@ def test_host_serves_exactly_the_real_apps_functions(database_url: str, vault_st
                 "MARKR_VAULT_TABLE": vault_table, "MARKR_BUS": "local"}
     env = _setting_env(host_env)
     expected_http, expected_queues, expected_timers = set(), set(), set()
-    for fn in function_app.app.get_functions():
+    for fn in indexed_functions(function_app.app):
         spec = fn.get_trigger().get_dict_repr()
         kind = str(getattr(spec["type"], "value", spec["type"]))
         name = fn.get_function_name()

@@ -1,9 +1,9 @@
 """The whole pipeline over real HTTP, through `python -m devhost` running function_app.py."""
 import json
 import time
-from datetime import timedelta
 import urllib.error
 import urllib.request
+from datetime import timedelta
 
 import numpy as np
 import psycopg

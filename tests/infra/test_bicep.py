@@ -64,12 +64,10 @@ def settings_read_by_code() -> set[str]:
 @lru_cache(maxsize=1)
 def function_bindings() -> list[dict[str, Any]]:
     import function_app
+    from devhost.discovery import indexed_functions
 
-    # get_functions() records names to reject duplicates, so a second call in one process (here or in
-    # another test) would fail: start from a clean record.
-    function_app.app.functions_bindings = {}
     return [binding.get_dict_repr() | {"function": fn.get_function_name()}
-            for fn in function_app.app.get_functions() for binding in fn.get_bindings()]
+            for fn in indexed_functions(function_app.app) for binding in fn.get_bindings()]
 
 
 def settings_named_by_bindings() -> set[str]:
