@@ -16,7 +16,9 @@ from functions import (
     submissions_api,
     validator,
 )
+from shared.telemetry import configure_telemetry
 
+configure_telemetry()  # Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 for feature in (receiver, validator, marker, notifier, aggregator, results_api, submissions_api, health,

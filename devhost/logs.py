@@ -12,6 +12,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from shared.telemetry import current_submission_id
+
 
 @dataclass(frozen=True)
 class Invocation:
@@ -50,6 +52,10 @@ class InvocationFilter(logging.Filter):
         record.invocation_id = inv.invocation_id if inv else "-"
         record.message_id = (inv.message_id if inv else None) or "-"
         record.invocation = inv.tag() if inv else "host"
+        # The submission id is the correlation id of the whole pipeline: one grep shows its path.
+        submission_id = getattr(record, "submission_id", None) or current_submission_id()
+        if submission_id:
+            record.invocation += f" submission={submission_id}"
         return True
 
 

@@ -9,6 +9,7 @@ import azure.functions as func
 
 from shared.pipeline import messages
 from shared.pipeline.api import ApiResponse
+from shared.telemetry import submission_context
 
 log = logging.getLogger(__name__)
 
@@ -31,4 +32,5 @@ def consume(queue: str, msg: func.ServiceBusMessage, handle: Callable[[dict[str,
         log.error("dropping message %s from %s: %s", msg.message_id, queue, exc,
                   extra={"submission_id": msg.correlation_id})
         return None
-    return handle(data)
+    with submission_context(data["submissionId"]):
+        return handle(data)

@@ -107,6 +107,10 @@ def test_respond_async_then_status(host):
     final = wait_status(host.base_url, body["submissionId"])
     assert final["status"] == "completed" and final["testIds"] == ["a"] and final["results"] == 1
     assert final["receivedAt"] and final["validatedAt"] and final["markedAt"] and final["completedAt"]
+    # One search for the submission id shows its whole path through the stages.
+    path = [line for line in host.log().splitlines() if body["submissionId"] in line]
+    for stage in ("receiver", "validator", "marker", "aggregator", "notifier"):
+        assert any(f"[{stage} " in line for line in path), stage
 
 
 @pytest.mark.slow
