@@ -25,6 +25,7 @@ RESULT_TAG = "mcq-test-result"
 # Child elements of a result whose text we keep; everything else (<answer>, unknown) is discarded.
 TEXT_FIELDS = frozenset({"first-name", "last-name", "student-number", "test-id"})
 SUMMARY_TAG = "summary-marks"
+_FIELD_TAGS = tuple(f"{{*}}{name}" for name in (*sorted(TEXT_FIELDS), SUMMARY_TAG))
 
 
 class DocumentRejected(Exception):
@@ -78,45 +79,84 @@ def read_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
     storage fault, not a property of the document.
     """
     stream = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+    stream = _check_root_first(stream)
+    # Only result elements (and the root) surface in Python; <answer> and other children are
+    # handled inside libxml2, which is what keeps a 100,000-result document fast.
     events = etree.iterparse(
         stream,
         events=("start", "end"),
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,  # keep libxml2's depth/size limits: our documents need none of huge_tree's room
-        remove_comments=True,
-        remove_pis=True,
+        tag=(f"{{*}}{ROOT_TAG}", f"{{*}}{RESULT_TAG}"),
+        **_PARSER_OPTIONS,
     )
-    depth = 0
+    root: etree._Element | None = None
     position = 0
-    current: RawResult | None = None
     try:
         for event, elem in events:
+            if root is None:
+                root = elem.getroottree().getroot()
+            if elem is root or elem.getparent() is not root:
+                continue  # results count only as direct children of the root
             if event == "start":
-                depth += 1
-                if depth == 1:
-                    _check_root(elem)
-                elif depth == 2 and _local(elem.tag) == RESULT_TAG:
-                    position += 1
-                    current = RawResult(position, scanned_on=elem.get("scanned-on"))
+                position += 1
                 continue
-            depth -= 1
-            if depth == 1:  # a child of the root ended: a result, or something to ignore
-                if current is not None:
-                    yield current
-                    current = None
-                _discard(elem)
-            elif current is None:
-                if depth > 1:
-                    _discard(elem)  # content of an unknown top-level element
-            elif depth == 2:
-                _read_field(current, elem)
-                _discard(elem)
-            # deeper elements inside a result are kept until their field ends (its text may span them)
+            current = RawResult(position, scanned_on=elem.get("scanned-on"))
+            for child in elem.iterchildren(*_FIELD_TAGS):  # <answer> and unknown children skipped in C
+                _read_field(current, child)
+            yield current
+            _discard(elem)
     except etree.XMLSyntaxError as exc:
         raise DocumentRejected(_syntax_problem(exc)) from None
+
+
+_PARSER_OPTIONS = {"resolve_entities": False, "no_network": True, "load_dtd": False, "dtd_validation": False,
+                   "huge_tree": False,  # keep libxml2's depth/size limits: our documents need none of huge_tree's room
+                   "remove_comments": True, "remove_pis": True}
+_SNIFF_CHUNK = 16 * 1024
+
+
+class _Replay(io.RawIOBase):
+    """The bytes already sniffed, then the rest of the stream."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix, self._rest = memoryview(prefix), rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            n = len(self._prefix) if size is None or size < 0 else min(size, len(self._prefix))
+            head, self._prefix = bytes(self._prefix[:n]), self._prefix[n:]
+            return head
+        return self._rest.read(size)
+
+
+def _check_root_first(stream: BinaryIO) -> BinaryIO:
+    """Judge the root element (and any DOCTYPE) before the document body is read.
+
+    The main parse only surfaces results, so a document of another kind would otherwise be read
+    to its end before being refused; this reads just up to its first start tag.
+    """
+    sniffer = etree.XMLPullParser(events=("start",), **_PARSER_OPTIONS)
+    seen = bytearray()
+    while True:
+        chunk = stream.read(_SNIFF_CHUNK)
+        seen += chunk
+        failure = None
+        try:
+            if chunk:
+                sniffer.feed(chunk)
+            else:
+                sniffer.close()
+        except etree.XMLSyntaxError as exc:
+            failure = exc  # the root may have started before the error: judge it first
+        for _, elem in sniffer.read_events():
+            _check_root(elem)
+            return _Replay(bytes(seen), stream)  # the main parse meets any error itself, in context
+        if failure is not None:
+            raise DocumentRejected(_syntax_problem(failure)) from None
+        if not chunk:
+            return _Replay(bytes(seen), stream)
 
 
 def _check_root(root: etree._Element) -> None:

@@ -246,3 +246,29 @@ def test_a_broken_stream_raises_instead_of_blaming_the_document() -> None:
 def test_max_errors_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_errors"):
         parse_results_document(make_document([{}]), max_errors=0)
+
+
+# The per-property shortcut must judge exactly as the full item schema does.
+SHORTCUT_CASES = [
+    {"studentNumber": "1", "testId": "t", "available": 10, "obtained": 5},
+    {"studentNumber": "1", "testId": "t", "available": 10, "obtained": 5, "firstName": "A", "scannedOn": "x"},
+    {"studentNumber": "", "testId": "t", "available": 10, "obtained": 5},
+    {"studentNumber": "1", "testId": "t", "available": True, "obtained": 5},
+    {"studentNumber": "1", "testId": "t", "available": 1, "obtained": True},
+    {"studentNumber": "1", "testId": "t", "available": "10", "obtained": 5},
+    {"studentNumber": "1", "testId": "t", "available": 0, "obtained": 0},
+    {"studentNumber": "1", "testId": "t", "available": 2**31, "obtained": 0},
+    {"studentNumber": "1", "testId": "t", "available": 10, "obtained": -1},
+    {"studentNumber": "1", "testId": "t", "available": 10},
+    {"testId": "t", "available": 10, "obtained": 5},
+    {"studentNumber": "1", "testId": "t", "available": 10, "obtained": 5, "unknown": object},
+    {"studentNumber": 1, "testId": "t", "available": 10, "obtained": 5},
+    {"studentNumber": "1", "testId": "t", "available": 10, "obtained": 5, "lastName": 3},
+]
+
+
+@pytest.mark.parametrize("item", SHORTCUT_CASES)
+def test_per_property_shortcut_agrees_with_the_whole_schema(item):
+    from shared.domain.validation import _is_valid, item_validator
+
+    assert _is_valid(item) == item_validator().is_valid(item)
