@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,13 +155,15 @@ class _Handler(BaseHTTPRequestHandler):
         invocation_id = str(uuid.uuid4())
         with logs.invocation(fn.name, invocation_id):
             log.info("Executing '%s' (%s %s)", fn.name, self.command, self.path)
+            started = time.perf_counter()
             try:
                 response = _as_response(call(fn.handler, fn.arg_name, request))
             except Exception as exc:  # noqa: BLE001 - the host answers 500 for any failure
                 log.error("Executed '%s' (Failed): %s\n%s", fn.name, exc, traceback.format_exc().rstrip())
                 self._send_json(500, _error("internal", f"{type(exc).__name__}: {exc}"))
                 return
-            log.info("Executed '%s' (Succeeded, %d)", fn.name, response.status_code)
+            log.info("Executed '%s' (Succeeded, %d, Duration=%.0fms)", fn.name, response.status_code,
+                     1000 * (time.perf_counter() - started))
         self._send_response(response)
 
     def _send_response(self, response: func.HttpResponse) -> None:

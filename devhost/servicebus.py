@@ -160,14 +160,16 @@ class QueueConsumer:
                 log.info("Executing '%s' (queue %s, delivery %d, sequence %d)", self.fn.name,
                          self.fn.queue, message.delivery_count, message.sequence_number)
                 error: str | None = None
+                started = time.perf_counter()
                 try:
                     call(self.fn.handler, self.fn.arg_name, to_function_message(message))
                 except Exception as exc:  # noqa: BLE001 - any failure abandons, as the host does
                     error = f"{type(exc).__name__}: {exc}"
-                    log.error("Executed '%s' (Failed): %s\n%s", self.fn.name, error,
-                              traceback.format_exc().rstrip())
+                    log.error("Executed '%s' (Failed, Duration=%.0fms): %s\n%s", self.fn.name,
+                              1000 * (time.perf_counter() - started), error, traceback.format_exc().rstrip())
                 else:
-                    log.info("Executed '%s' (Succeeded)", self.fn.name)
+                    log.info("Executed '%s' (Succeeded, Duration=%.0fms)", self.fn.name,
+                             1000 * (time.perf_counter() - started))
                 with self._lock:
                     already = delivery.settled
                     delivery.settled = True

@@ -528,10 +528,11 @@ class _Listener:
                     self._bump(list(self._queues.values()))
                     self.ready.set()
                     while not self._stopping.is_set():
-                        woken = {self._queues[n.channel] for n in conn.notifies(timeout=self.POLL)
-                                 if n.channel in self._queues}
-                        if woken:
-                            self._bump(list(woken))
+                        # Wake waiters on each notification as it arrives: notifies() keeps
+                        # yielding until its timeout, so collecting first would delay every wake-up.
+                        for n in conn.notifies(timeout=self.POLL):
+                            if n.channel in self._queues:
+                                self._bump([self._queues[n.channel]])
             except psycopg.Error:
                 self.ready.clear()
                 self._stopping.wait(1.0)
