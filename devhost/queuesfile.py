@@ -4,27 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared.bus.queues import QueueDefinition, parse_duration
+from shared.bus.queues import QueueDefinition, load_queue_definitions
 
 
 def load_queues(path: Path) -> dict[str, QueueDefinition]:
-    spec = json.loads(Path(path).read_text())
-    result = {}
-    for queue in spec["queues"]:
-        merged = {**spec.get("defaults", {}), **queue}
-        try:
-            result[merged["name"]] = QueueDefinition(
-                name=merged["name"],
-                lock_duration=parse_duration(merged["lockDuration"]),
-                default_message_time_to_live=parse_duration(merged["defaultMessageTimeToLive"]),
-                requires_duplicate_detection=bool(merged["requiresDuplicateDetection"]),
-                duplicate_detection_window=parse_duration(merged["duplicateDetectionHistoryTimeWindow"]),
-                dead_lettering_on_message_expiration=bool(merged["deadLetteringOnMessageExpiration"]),
-                max_delivery_count=int(merged["maxDeliveryCount"]),
-            )
-        except KeyError as exc:
-            raise ValueError(f"{path}: queue {merged.get('name')!r} lacks {exc.args[0]!r}") from exc
-    return result
+    return load_queue_definitions(path)
 
 
 def write_queues(path: Path, queues: dict[str, QueueDefinition]) -> None:

@@ -42,19 +42,27 @@ class QueueDefinition:
         return replace(self, **changes)
 
 
-@lru_cache(maxsize=1)
-def queue_definitions() -> dict[str, QueueDefinition]:
-    spec = json.loads(QUEUES_FILE.read_text())
+def load_queue_definitions(path: Path) -> dict[str, QueueDefinition]:
+    """Queue definitions from a file in the infra/queues.json format (defaults + per-queue overrides)."""
+    spec = json.loads(Path(path).read_text())
     result = {}
     for queue in spec["queues"]:
-        merged = {**spec["defaults"], **queue}
-        result[merged["name"]] = QueueDefinition(
-            name=merged["name"],
-            lock_duration=parse_duration(merged["lockDuration"]),
-            default_message_time_to_live=parse_duration(merged["defaultMessageTimeToLive"]),
-            requires_duplicate_detection=bool(merged["requiresDuplicateDetection"]),
-            duplicate_detection_window=parse_duration(merged["duplicateDetectionHistoryTimeWindow"]),
-            dead_lettering_on_message_expiration=bool(merged["deadLetteringOnMessageExpiration"]),
-            max_delivery_count=int(merged["maxDeliveryCount"]),
-        )
+        merged = {**spec.get("defaults", {}), **queue}
+        try:
+            result[merged["name"]] = QueueDefinition(
+                name=merged["name"],
+                lock_duration=parse_duration(merged["lockDuration"]),
+                default_message_time_to_live=parse_duration(merged["defaultMessageTimeToLive"]),
+                requires_duplicate_detection=bool(merged["requiresDuplicateDetection"]),
+                duplicate_detection_window=parse_duration(merged["duplicateDetectionHistoryTimeWindow"]),
+                dead_lettering_on_message_expiration=bool(merged["deadLetteringOnMessageExpiration"]),
+                max_delivery_count=int(merged["maxDeliveryCount"]),
+            )
+        except KeyError as exc:
+            raise ValueError(f"{path}: queue {merged.get('name')!r} lacks {exc.args[0]!r}") from exc
     return result
+
+
+@lru_cache(maxsize=1)
+def queue_definitions() -> dict[str, QueueDefinition]:
+    return load_queue_definitions(QUEUES_FILE)

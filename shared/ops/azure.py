@@ -26,7 +26,9 @@ from shared.ops.port import (
     OpsError,
     QueueCounts,
     ResubmitResult,
+    all_dead_letters,
     check_queue,
+    find_dead_letter,
     resubmission,
     resubmit_id,
 )
@@ -90,18 +92,11 @@ class AzureQueueOps:
             peeked = receiver.peek_messages(max_message_count=limit, sequence_number=from_sequence_number)
         return [_dead_letter(queue, m) for m in peeked]
 
-    def _all(self, queue: str) -> list[DeadLetter]:
-        found: list[DeadLetter] = []
-        start = 0
-        while True:
-            page = self.dead_letters(queue, PAGE, start)
-            found.extend(page)
-            if len(page) < PAGE:
-                return found
-            start = page[-1].sequence_number + 1
-
     def dead_letter(self, queue: str, message_id: str) -> DeadLetter | None:
-        return next((m for m in self._all(queue) if m.message_id == message_id), None)
+        return find_dead_letter(self, queue, message_id, PAGE)
+
+    def _all(self, queue: str) -> list[DeadLetter]:
+        return all_dead_letters(self, queue, PAGE)
 
     def _settle(self, queue: str, message_ids: list[str] | None, act) -> list[str]:
         """Receive the dead-letter sub-queue and call act(message) then complete it, for each message

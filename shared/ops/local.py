@@ -9,7 +9,9 @@ from shared.ops.port import (
     DeadLetter,
     QueueCounts,
     ResubmitResult,
+    all_dead_letters,
     check_queue,
+    find_dead_letter,
     resubmission,
     resubmit_id,
 )
@@ -43,20 +45,10 @@ class LocalQueueOps:
         return [_dead_letter(m) for m in peeked]
 
     def dead_letter(self, queue: str, message_id: str) -> DeadLetter | None:
-        for m in self._all(queue):
-            if m.message_id == message_id:
-                return m
-        return None
+        return find_dead_letter(self, queue, message_id, PAGE)
 
     def _all(self, queue: str) -> list[DeadLetter]:
-        found: list[DeadLetter] = []
-        start = 0
-        while True:
-            page = self.dead_letters(queue, PAGE, start)
-            found.extend(page)
-            if len(page) < PAGE:
-                return found
-            start = page[-1].sequence_number + 1
+        return all_dead_letters(self, queue, PAGE)
 
     def _take(self, queue: str, message_ids: list[str] | None) -> tuple[list[str], list[str]]:
         """The ids to act on (a snapshot: what dead-letters later is not touched) and those missing."""

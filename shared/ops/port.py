@@ -117,6 +117,22 @@ class QueueOps(Protocol):
     def close(self) -> None: ...
 
 
+def all_dead_letters(ops: QueueOps, queue: str, page: int) -> list[DeadLetter]:
+    """Every dead letter of `queue`, peeked page by page in sequence order."""
+    found: list[DeadLetter] = []
+    start = 0
+    while True:
+        batch = ops.dead_letters(queue, page, start)
+        found.extend(batch)
+        if len(batch) < page:
+            return found
+        start = batch[-1].sequence_number + 1
+
+
+def find_dead_letter(ops: QueueOps, queue: str, message_id: str, page: int) -> DeadLetter | None:
+    return next((m for m in all_dead_letters(ops, queue, page) if m.message_id == message_id), None)
+
+
 MAX_MESSAGE_ID = 128  # Service Bus limit
 
 
