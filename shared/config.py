@@ -30,6 +30,7 @@ class Settings:
     # PostgreSQL: a libpq URL. With MARKR_DATABASE_ENTRA_AUTH=true the password is an Entra token.
     database_url: str
     database_entra_auth: bool
+    migrate_on_start: bool  # apply pending schema migrations when the process first uses the database
     # Message bus: "local" (the PostgreSQL-backed engine) or "azure" (Service Bus SDK).
     bus: str
     service_bus_connection: str  # connection string, when not using identity
@@ -49,6 +50,7 @@ def settings() -> Settings:
     return Settings(
         database_url=os.environ.get("MARKR_DATABASE_URL", ""),
         database_entra_auth=os.environ.get("MARKR_DATABASE_ENTRA_AUTH", "").lower() == "true",
+        migrate_on_start=os.environ.get("MARKR_MIGRATE_ON_START", "").lower() == "true",
         bus=os.environ.get("MARKR_BUS", "local").strip().lower(),
         service_bus_connection=os.environ.get("ServiceBusConnection", ""),
         service_bus_namespace=os.environ.get("ServiceBusConnection__fullyQualifiedNamespace", ""),

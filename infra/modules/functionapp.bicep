@@ -49,6 +49,7 @@ var appSettings = {
   // The identity's name is its PostgreSQL role; the password is an Entra token fetched per connection.
   MARKR_DATABASE_URL: 'postgresql://${identityName}@${postgresHost}:5432/${databaseName}?sslmode=require'
   MARKR_DATABASE_ENTRA_AUTH: 'true'
+  MARKR_MIGRATE_ON_START: 'true' // the app identity applies (and so owns) the schema
   MARKR_BUS: 'azure'
   // Service Bus triggers (connection "ServiceBusConnection") and the Bus adapter, identity-based.
   ServiceBusConnection__fullyQualifiedNamespace: serviceBusFullyQualifiedNamespace

@@ -41,6 +41,12 @@ def pool(url: str | None = None) -> ConnectionPool:
                 kwargs=kwargs or None, name=f"markr-{len(_pools)}",
             )
             _pools[url] = p
+            if settings().migrate_on_start and url == settings().database_url:
+                # In Azure the app identity applies the schema it owns, once per process, before
+                # first use; the advisory lock in migrate() makes concurrent instances safe.
+                from shared.db.migrations import migrate
+
+                migrate(url, connect=connect)
         return p
 
 

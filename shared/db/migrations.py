@@ -24,10 +24,10 @@ def migration_files() -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def migrate(url: str) -> list[str]:
-    """Apply pending migrations; returns the names applied."""
+def migrate(url: str, connect=psycopg.connect) -> list[str]:
+    """Apply pending migrations; returns the names applied. `connect` may add credentials."""
     applied_now: list[str] = []
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute(
@@ -51,7 +51,8 @@ def migrate(url: str) -> list[str]:
 
 if __name__ == "__main__":
     from shared.config import settings
+    from shared.db.connection import connect
 
     target = sys.argv[1] if len(sys.argv) > 1 else settings().database_url
-    for name in migrate(target):
+    for name in migrate(target, connect=connect):
         print(f"applied {name}")

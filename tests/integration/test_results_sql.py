@@ -118,3 +118,29 @@ def test_a_burst_for_one_test_recomputes_once(conn):
     assert results_db.refresh_statistics(conn, "t1", versions[-1]) is True
     assert [results_db.refresh_statistics(conn, "t1", v) for v in versions] == [False, False, False]
     assert results_db.get_statistics(conn, "t1").count == 3
+
+
+def test_migrate_on_start_applies_the_schema_on_first_database_use(postgres_server, monkeypatch):
+    """In Azure (MARKR_MIGRATE_ON_START=true) the first pool of a process brings the schema up to date."""
+    import uuid
+
+    from shared import wiring
+    from shared.db.connection import pool
+    from shared.db.migrations import migration_files
+
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url = f"{postgres_server.rpartition('/')[0]}/{name}"
+    monkeypatch.setenv("MARKR_DATABASE_URL", url)
+    monkeypatch.setenv("MARKR_MIGRATE_ON_START", "true")
+    wiring.reset()
+    try:
+        with pool().connection() as conn:
+            assert conn.execute("SELECT count(*) FROM student_results").fetchone() == (0,)
+            applied = [row[0] for row in conn.execute("SELECT name FROM schema_migrations ORDER BY version")]
+        assert applied == [path.name for _, path in migration_files()]
+    finally:
+        wiring.reset()
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
