@@ -30,7 +30,6 @@ class Settings:
     # PostgreSQL: a libpq URL. With MARKR_DATABASE_ENTRA_AUTH=true the password is an Entra token.
     database_url: str
     database_entra_auth: bool
-    migrate_on_start: bool  # apply pending schema migrations when the process first uses the database
     # Message bus: "local" (the PostgreSQL-backed engine) or "azure" (Service Bus SDK).
     bus: str
     service_bus_connection: str  # connection string, when not using identity
@@ -43,6 +42,8 @@ class Settings:
     # Receiver.
     max_body_bytes: int
     import_wait_seconds: float
+    # Apply pending schema migrations when the process first uses the database (Azure).
+    migrate_on_start: bool = False
 
 
 @lru_cache(maxsize=1)

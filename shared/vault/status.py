@@ -110,14 +110,20 @@ def encode_fields(fields: Mapping[str, object]) -> tuple[dict[str, object], set[
                 "use str, int, float, bool, datetime, list, dict or None"
             )
         flag_name = name + TRUNCATED_SUFFIX
-        if flag:
-            merge[flag_name] = True
-        elif flag is False and flag_name not in fields:
-            remove.add(flag_name)
+        if flag is not None and flag_name not in fields:
+            # Written either way (False = "not cut"), so clearing an old flag needs no read of the
+            # head first; False flags are left out of VaultRecord.status.
+            merge[flag_name] = flag
     overlap = set(merge) & remove
     if overlap:
         raise ValueError(f"status fields {sorted(overlap)} are both set and cleared in one call")
     return merge, remove
+
+
+def visible_status(entity: Mapping[str, object], hidden: frozenset[str] | set[str]) -> dict[str, object]:
+    """The status fields of a head: everything but `hidden`, without "<name>Truncated": False flags."""
+    return {k: decode_property(v) for k, v in entity.items()
+            if k not in hidden and not (k.endswith(TRUNCATED_SUFFIX) and v is False)}
 
 
 def decode_property(value: object) -> object:

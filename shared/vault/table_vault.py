@@ -40,7 +40,7 @@ from shared.vault.model import (
     odata_string,
     plain_datetime,
 )
-from shared.vault.status import decode_property, encode_fields
+from shared.vault.status import decode_property, encode_fields, visible_status
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -66,7 +66,7 @@ def _record(entity: Mapping[str, object]) -> VaultRecord:
             compressed_size=int(decode_property(entity["CompressedSize"])),  # type: ignore[arg-type]
             format_version=int(entity["FormatVersion"]),  # type: ignore[arg-type]
             chunk_count=int(entity["ChunkCount"]),  # type: ignore[arg-type]
-            status={k: decode_property(v) for k, v in entity.items() if k not in HEAD_PROPERTIES},
+            status=visible_status(entity, HEAD_PROPERTIES),
         )
     except KeyError as exc:
         raise VaultCorruptionError(
