@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import traceback
@@ -22,6 +23,11 @@ from devhost.invoke import call
 
 log = logging.getLogger("devhost.http")
 _CHUNK = 1 << 20
+
+
+def request_body_limit() -> int:
+    """The Functions host's request size limit: FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, default 100 MiB."""
+    return int(os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") or 104_857_600)
 
 
 class InFlight:
@@ -122,6 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send_json(400, _error("bad-request", f"bad Content-Length: {length_text!r}"))
             return None
+        if length > request_body_limit():
+            self._refuse_too_large(length)
+            return None
         buf = bytearray()
         while len(buf) < length:
             chunk = self.rfile.read(min(_CHUNK, length - len(buf)))
@@ -131,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
             buf += chunk
         return bytes(buf)
 
-    def _read_chunked(self) -> bytes:
+    def _read_chunked(self) -> bytes | None:
         buf = bytearray()
         while True:
             size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
@@ -139,8 +148,17 @@ class _Handler(BaseHTTPRequestHandler):
                 while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                     pass  # trailers
                 return bytes(buf)
+            if len(buf) + size > request_body_limit():
+                self._refuse_too_large(len(buf) + size)
+                return None
             buf += self.rfile.read(size)
             self.rfile.readline()
+
+    def _refuse_too_large(self, length: int) -> None:
+        # As the Functions host does: the body is never read, the connection is closed after the answer.
+        self.close_connection = True
+        self._send_json(413, _error("body-too-large", f"request body of {length} bytes is over the host's "
+                                    f"limit of {request_body_limit()} bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT)"))
 
     def _invoke(self, fn: HttpFunction, route_values: dict[str, str], query: str, body: bytes) -> None:
         host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])

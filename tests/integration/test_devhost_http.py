@@ -179,3 +179,14 @@ def test_handler_logs_carry_function_and_invocation(host: LocalFunctionHost) -> 
     executing = next(text for text in collect.lines if "Executing 'echo'" in text)
     invocation = line.split("inv=")[1].split("]")[0]
     assert f"inv={invocation}]" in executing  # the same invocation id on the host's and the app's lines
+
+
+def test_body_over_the_host_limit_is_refused_unread(host: LocalFunctionHost, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "1000")
+    with caplog.at_level(logging.INFO):
+        status, _, body = _request(f"{host.base_url}/echo", "POST", b"x" * 1001)
+        ok_status, _, ok_body = _request(f"{host.base_url}/echo", "POST", b"x" * 1000)
+    assert status == 413
+    assert json.loads(body)["error"]["code"] == "body-too-large"
+    assert (ok_status, len(ok_body)) == (207, 1000)
+    assert [r.getMessage() for r in caplog.records if "echoing" in r.getMessage()] == ["echoing 1000 bytes"]
