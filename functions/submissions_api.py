@@ -3,6 +3,7 @@ import azure.functions as func
 
 from functions.bindings import http_response
 from shared import wiring
+from shared.config import settings
 from shared.db.connection import pool
 from shared.pipeline.queries import submission_status
 
@@ -12,4 +13,5 @@ bp = func.Blueprint()
 @bp.function_name("submission_status")
 @bp.route(route="submissions/{submissionId}", methods=["GET"])
 def submission_status_api(req: func.HttpRequest) -> func.HttpResponse:
-    return http_response(submission_status(req.route_params["submissionId"], pool=pool(), vault=wiring.vault()))
+    return http_response(submission_status(req.route_params["submissionId"], pool=pool(), vault=wiring.vault(),
+                                           default_source=settings().default_source))

@@ -37,7 +37,7 @@ def status_json(state: SubmissionStatus) -> dict:
     }
 
 
-def submission_status(submission_id: str, *, pool, vault) -> ApiResponse:
+def submission_status(submission_id: str, *, pool, vault, default_source: str) -> ApiResponse:
     if not ULID_PATTERN.match(submission_id):
         return error(400, "invalid-submission-id", f"{submission_id!r} is not a submission id (a 26-character ULID)")
     with pool.connection() as conn:
@@ -45,7 +45,8 @@ def submission_status(submission_id: str, *, pool, vault) -> ApiResponse:
     if state is not None:
         return ApiResponse(200, status_json(state))
     # The notifier may not have recorded `received` yet; the vault is written before the receiver answers.
-    record = vault.find(submission_id)
+    # The default source first: a direct read. Other sources need a scan.
+    record = vault.get(default_source, submission_id) or vault.find(submission_id)
     if record is None:
         return error(404, "submission-not-found", f"no submission {submission_id}")
     pending = SubmissionStatus(record.submission_id, record.source, record.submission_id,

@@ -8,6 +8,7 @@ the trigger retries; permanent ones (a message that can never be processed) are 
 from __future__ import annotations
 
 import logging
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from shared.domain.results_document import parse_results_document
 from shared.domain.submission_status import Event
 from shared.pipeline import messages
 from shared.pipeline.messages import SubmissionRef
+from shared.vault.table_vault import VaultCorruptionError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,13 @@ def validate(data: dict[str, Any], *, vault, bus: Bus, pool) -> str:
         fail_permanently(bus, ref, "validation", "vault-entry-missing",
                          f"no vault entry for submission {ref.submission_id} in source {ref.source}")
         return "failed"
-    with vault.open_body(record) as body:
-        parsed = parse_results_document(body, max_errors=MAX_REPORTED_PROBLEMS)
+    try:
+        with vault.open_body(record) as body:
+            parsed = parse_results_document(body, max_errors=MAX_REPORTED_PROBLEMS)
+    except (VaultCorruptionError, EOFError, zlib.error) as exc:
+        # The stored bytes themselves are damaged: no retry can help, and nothing was parsed.
+        fail_permanently(bus, ref, "validation", "vault-entry-corrupt", f"{type(exc).__name__}: {exc}")
+        return "failed"
     warnings = [w.to_json() for w in parsed.warnings[:MAX_REPORTED_PROBLEMS]]
     now = datetime.now(UTC)
     if not parsed.valid:

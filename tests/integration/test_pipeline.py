@@ -200,3 +200,20 @@ def test_vault_entity_records_each_stage(pipeline):
     rejected = submit(pipeline, [{**GOOD, "obtained": 99}])
     errors = wiring.vault().find(rejected).status["validationErrors"]
     assert json.loads(errors)[0]["code"] == "out-of-range" if isinstance(errors, str) else errors[0]["code"]
+
+
+def test_a_damaged_vault_entry_fails_permanently_without_retries(pipeline):
+    from shared import wiring
+    sid = pipeline.post_document(make_document([GOOD])).json()["submissionId"]
+    table = wiring.vault().table
+    chunks = list(table.query_entities(f"PartitionKey eq 'default~chunks' and RowKey ge '{sid}'"))
+    assert chunks
+    for chunk in chunks:
+        table.delete_entity(chunk["PartitionKey"], chunk["RowKey"])
+    pipeline.drain()
+    validations = [m for q, m in pipeline.delivered if q == VALIDATION]
+    assert [m.delivery_count for m in validations] == [1]  # no retries burnt
+    state = status(pipeline, sid)
+    assert state["status"] == "failed"
+    assert (state["failure"]["stage"], state["failure"]["reason"]) == ("validation", "vault-entry-corrupt")
+    assert result_rows(pipeline) == []
