@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from shared.bus.port import OutgoingMessage
+from shared.bus.port import OutgoingMessage, QueueCounts
 from shared.bus.queues import QueueDefinition, queue_definitions
 from shared.db.connection import connect, pool
 
@@ -63,15 +63,6 @@ class ReceivedMessage:
     dead_letter_reason: str | None
     dead_letter_error_description: str | None
     dead_lettered_at_utc: datetime | None
-
-
-@dataclass(frozen=True)
-class QueueCounts:
-    queue: str
-    active: int
-    scheduled: int
-    dead_lettered: int
-    oldest_active_enqueued_utc: datetime | None
 
 
 # The ReceivedMessage fields, in order, for a row aliased {a}; peeks pass lock columns as NULL.

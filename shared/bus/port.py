@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 PropertyValue = str | int | float | bool
 
@@ -22,6 +22,23 @@ class OutgoingMessage:
     application_properties: dict[str, PropertyValue] = field(default_factory=dict)
     scheduled_enqueue_time_utc: datetime | None = None  # timezone-aware; None = now
     time_to_live: timedelta | None = None  # None = the queue's default
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """How many messages a queue holds, as both the local engine and Service Bus report them."""
+
+    queue: str
+    active: int  # available or locked, not scheduled for later
+    scheduled: int
+    dead_lettered: int
+    oldest_active_enqueued_utc: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        oldest = self.oldest_active_enqueued_utc
+        return {"queue": self.queue, "active": self.active, "scheduled": self.scheduled,
+                "deadLettered": self.dead_lettered,
+                "oldestActiveEnqueuedUtc": oldest.isoformat() if oldest else None}
 
 
 class Bus(Protocol):

@@ -36,8 +36,7 @@ class LocalQueueOps:
         self.engine = engine
 
     def counts(self, queue: str) -> QueueCounts:
-        c = self.engine.counts(check_queue(queue))
-        return QueueCounts(c.queue, c.active, c.scheduled, c.dead_lettered, c.oldest_active_enqueued_utc)
+        return self.engine.counts(check_queue(queue))
 
     def dead_letters(self, queue: str, limit: int = 100, from_sequence_number: int = 0) -> list[DeadLetter]:
         peeked = self.engine.peek(check_queue(queue), dead_letter=True, max_messages=limit,

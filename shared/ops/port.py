@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from shared.bus import queues
-from shared.bus.port import OutgoingMessage
+from shared.bus.port import OutgoingMessage, QueueCounts
 
 # The pipeline's queues, in the order a document travels through them.
 PIPELINE_QUEUES = (queues.VALIDATION, queues.MARKING, queues.AGGREGATION, queues.NOTIFICATION)
@@ -20,21 +20,6 @@ RESUBMITTED_FROM = "resubmittedFrom"
 
 class OpsError(Exception):
     """An operation that cannot be done as asked (unknown queue or message, bus unreachable)."""
-
-
-@dataclass(frozen=True)
-class QueueCounts:
-    queue: str
-    active: int
-    scheduled: int
-    dead_lettered: int
-    oldest_active_enqueued_utc: datetime | None
-
-    def as_json(self) -> dict[str, Any]:
-        oldest = self.oldest_active_enqueued_utc
-        return {"queue": self.queue, "active": self.active, "scheduled": self.scheduled,
-                "deadLettered": self.dead_lettered,
-                "oldestActiveEnqueuedUtc": oldest.isoformat() if oldest else None}
 
 
 @dataclass(frozen=True)
