@@ -215,18 +215,32 @@ def _parse_since(value: str | None) -> datetime | None:
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CHECKPOINT,
               show_default=True, help="Progress file; an interrupted reprocess resumes from it.")
 @click.option("--restart", is_flag=True, help="Ignore the checkpoint and start over.")
+@click.option("--rebuild", is_flag=True,
+              help="First empty every table derived from the vault (results, statistics), so marks can go "
+                   "down as well as up: after a policy change. Implies --restart; not with --since/--source.")
+@click.option("--yes", is_flag=True, help="Do not ask before --rebuild empties the results.")
 @json_option
 def reprocess(all_: bool, since: str | None, source: str | None, wait: bool, timeout: float,
-              checkpoint: Path, restart: bool, as_json: bool) -> None:
+              checkpoint: Path, restart: bool, rebuild: bool, yes: bool, as_json: bool) -> None:
     """Process the vault again (new runs), resumably."""
     from shared.db.connection import pool
+    from shared.db.results import clear_derived
     from shared.ops.replay import reprocess as reprocess_vault
     from shared.ops.replay import wait_for_runs
 
     when = _parse_since(since)
+    if rebuild and (since or source):
+        raise click.UsageError("--rebuild replays the whole vault: it cannot be combined with --since or --source")
     wiring = _wiring()
-    if wait:
+    if wait or rebuild:
         environment.check_database()
+    if rebuild:
+        if not yes:
+            click.confirm("Empty all results and statistics, then rebuild them from the vault?", abort=True,
+                          err=True)
+        with pool().connection() as conn:
+            clear_derived(conn)
+        restart = True
     started = time.monotonic()
     with _progress(as_json) as bar:
         task = bar.add_task("starting runs", total=None)

@@ -152,6 +152,15 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
     return True
 
 
+DERIVED_TABLES = ("validated_results", "student_results", "applied_markings", "test_statistics", "tests")
+
+
+def clear_derived(conn: psycopg.Connection) -> None:
+    """Empty every table derived from the vault, in one transaction (before a full rebuild)."""
+    with conn.transaction():
+        conn.execute(f"TRUNCATE {', '.join(DERIVED_TABLES)}")
+
+
 def get_statistics(conn: psycopg.Connection, test_id: str) -> Statistics | None:
     row = conn.execute(
         "SELECT test_id, count, mean, stddev, min, max, p25, p50, p75, computed_version"

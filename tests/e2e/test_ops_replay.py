@@ -147,3 +147,24 @@ def test_interrupted_reprocess_resumes_from_its_checkpoint(app: AppHost, origina
 
     mismatch = cli(app, "reprocess", "--all", "--source", "other", "--checkpoint", str(checkpoint))
     assert mismatch.exit_code == 1 and "pass --restart" in mismatch.output and "Traceback" not in mismatch.output
+
+
+def test_rebuild_replaces_results_with_what_the_vault_supports(app: AppHost, originals: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """A plain reprocess can only raise marks (GREATEST); --rebuild recomputes them from the vault alone."""
+    original = snapshot(app.database_url)
+    with psycopg.connect(app.database_url, autocommit=True) as conn:  # marks no document supports
+        conn.execute("UPDATE student_results SET obtained = available WHERE student_number = 'S2'")
+    checkpoint = tmp_path / "reprocess.jsonl"
+    plain = cli(app, "reprocess", "--all", "--wait", "--timeout", "120", "--checkpoint", str(checkpoint), "--json")
+    assert plain.exit_code == 0, plain.output
+    assert snapshot(app.database_url)["results"] != original["results"]  # the bogus marks survive a replay
+
+    refused = cli(app, "reprocess", "--all", "--rebuild", "--source", "default", "--checkpoint", str(checkpoint))
+    assert refused.exit_code == 2
+    rebuilt = cli(app, "reprocess", "--all", "--rebuild", "--yes", "--wait", "--timeout", "120",
+                  "--checkpoint", str(checkpoint), "--json")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert json.loads(rebuilt.output)["statuses"] == {"completed": 6, "rejected": 1}
+    after = snapshot(app.database_url)
+    assert (after["results"], after["statistics"]) == (original["results"], original["statistics"])
