@@ -113,6 +113,27 @@ _FRESH_CTE = """, fresh AS (
     RETURNING message_id
 )"""
 
+# Messages past their time-to-live, or out of deliveries, leave the queue instead of being delivered:
+# dropped, or moved to the dead-letter sub-queue. Shared by receive and the expiry sweep; `{src}` is a
+# CTE of locked rows with columns (sequence_number, expired, exhausted).
+_RETIRE = """
+), dropped AS (
+    DELETE FROM bus.messages m USING {src} c
+    WHERE m.sequence_number = c.sequence_number AND c.expired AND NOT %(expiry_to_dlq)s
+    RETURNING 1
+), dead AS (
+    UPDATE bus.messages m SET
+        state = 'deadlettered',
+        dead_letter_reason = CASE WHEN c.expired THEN 'TTLExpiredException' ELSE 'MaxDeliveryCountExceeded' END,
+        dead_letter_error_description = CASE WHEN c.expired THEN 'message expired before it was consumed'
+                                             ELSE 'lock expired' END,
+        dead_lettered_at = now(), lock_token = NULL, locked_until = NULL, visible_at = now()
+    FROM {src} c
+    WHERE m.sequence_number = c.sequence_number
+      AND ((c.expired AND %(expiry_to_dlq)s) OR (c.exhausted AND NOT c.expired))
+    RETURNING 1
+"""
+
 # Takes up to n receivable messages; on the way, dead-letters (or drops) those that expired or
 # whose lock ran out after their last allowed delivery, and locks the rest. One row per message
 # taken: the message columns are NULL for the ones that were not delivered.
@@ -126,22 +147,7 @@ WITH picked AS (
     ORDER BY sequence_number
     LIMIT %(n)s
     FOR UPDATE SKIP LOCKED
-), dropped AS (
-    DELETE FROM bus.messages m USING picked p
-    WHERE m.sequence_number = p.sequence_number AND p.expired AND NOT %(expiry_to_dlq)s
-    RETURNING 1
-), dead AS (
-    UPDATE bus.messages m SET
-        state = 'deadlettered',
-        dead_letter_reason = CASE WHEN p.expired THEN 'TTLExpiredException' ELSE 'MaxDeliveryCountExceeded' END,
-        dead_letter_error_description = CASE WHEN p.expired THEN 'message expired before it was consumed'
-                                             ELSE 'lock expired' END,
-        dead_lettered_at = now(), lock_token = NULL, locked_until = NULL, visible_at = now()
-    FROM picked p
-    WHERE m.sequence_number = p.sequence_number
-      AND ((p.expired AND %(expiry_to_dlq)s) OR (p.exhausted AND NOT p.expired))
-    RETURNING 1
-), live AS (
+{retire}), live AS (
     UPDATE bus.messages m SET
         delivery_count = m.delivery_count + 1, lock_token = gen_random_uuid(),
         locked_until = now() + %(lock)s, visible_at = now() + %(lock)s
@@ -152,32 +158,18 @@ WITH picked AS (
 SELECT l.lock_token IS NOT NULL, {fields}
 FROM picked p LEFT JOIN live l USING (sequence_number)
 ORDER BY p.sequence_number
-"""
+""".replace("{retire}", _RETIRE.format(src="picked").lstrip("\n"))
 
 _SWEEP = """
 WITH doomed AS (
-    SELECT sequence_number, expires_at <= now() AS expired
+    SELECT sequence_number, expires_at <= now() AS expired, delivery_count >= %(max_delivery)s AS exhausted
     FROM bus.messages
     WHERE queue = %(queue)s AND state = 'active' AND visible_at <= now()
       AND (expires_at <= now() OR delivery_count >= %(max_delivery)s)
     FOR UPDATE SKIP LOCKED
-), dropped AS (
-    DELETE FROM bus.messages m USING doomed d
-    WHERE m.sequence_number = d.sequence_number AND d.expired AND NOT %(expiry_to_dlq)s
-    RETURNING 1
-), dead AS (
-    UPDATE bus.messages m SET
-        state = 'deadlettered',
-        dead_letter_reason = CASE WHEN d.expired THEN 'TTLExpiredException' ELSE 'MaxDeliveryCountExceeded' END,
-        dead_letter_error_description = CASE WHEN d.expired THEN 'message expired before it was consumed'
-                                             ELSE 'lock expired' END,
-        dead_lettered_at = now(), lock_token = NULL, locked_until = NULL, visible_at = now()
-    FROM doomed d
-    WHERE m.sequence_number = d.sequence_number AND (NOT d.expired OR %(expiry_to_dlq)s)
-    RETURNING 1
-)
+{retire})
 SELECT (SELECT count(*) FROM dropped) + (SELECT count(*) FROM dead)
-"""
+""".replace("{retire}", _RETIRE.format(src="doomed").lstrip("\n"))
 
 _ABANDON = """
 UPDATE bus.messages SET
