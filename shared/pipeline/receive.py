@@ -1,7 +1,6 @@
 """The receiver's use case: vault the raw document, enqueue it, and (by default) wait for the verdict."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,12 +61,12 @@ def import_document(
     ref = SubmissionRef(submission_id, source, run_id=submission_id)
     received_at = datetime.now(UTC)
     try:
-        vault.put(source=source, submission_id=submission_id, content_type=req.content_type or MEDIA_TYPE,
-                  body=req.body, received_at=received_at)
+        record = vault.put(source=source, submission_id=submission_id,
+                           content_type=req.content_type or MEDIA_TYPE, body=req.body, received_at=received_at)
     except Exception:
         log.exception("vault write failed; nothing was stored", extra={"submission_id": submission_id})
         return error(503, "storage-unavailable", "the document could not be stored; retry later")
-    log.info("vaulted %d bytes (sha256 %s)", len(req.body), hashlib.sha256(req.body).hexdigest()[:12],
+    log.info("vaulted %d bytes (sha256 %s)", record.byte_size, record.sha256[:12],
              extra={"submission_id": submission_id})
     try:
         bus.send(VALIDATION, messages.validation(ref))
