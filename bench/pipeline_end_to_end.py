@@ -23,7 +23,7 @@ from devhost.testing import start_host_process  # noqa: E402
 from shared.db.migrations import migrate  # noqa: E402
 from tests.documents import make_large_document  # noqa: E402
 
-SAMPLE = ROOT.parent / "shared" / "data" / "sample_results.xml"
+SAMPLE = ROOT / "tests" / "data" / "sample_results.xml"
 
 
 def call(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):

@@ -104,7 +104,7 @@ def vault_table() -> str:
     return f"vault{uuid.uuid4().hex[:16]}"
 
 
-SAMPLE_RESULTS = ROOT.parent / "shared" / "data" / "sample_results.xml"
+SAMPLE_RESULTS = Path(__file__).parent / "data" / "sample_results.xml"
 
 
 @pytest.fixture(scope="session")
