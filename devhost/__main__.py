@@ -78,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
-    import shared.wiring
+    import shared.bootstrap
     from devhost.host import LocalFunctionHost
     from devhost.queuesfile import load_queues
     from shared.bus.local_engine import LocalQueueEngine
     from shared.config import settings
     from shared.db.migrations import migrate
 
-    shared.wiring.reset()
+    shared.bootstrap.reset()
     url = settings().database_url
     for name in migrate(url):
         log.info("applied migration %s", name)
@@ -109,7 +109,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
     log.info("shutting down (grace %.0f s)", args.grace)
     host.stop(args.grace)
     engine.close()
-    shared.wiring.reset()
+    shared.bootstrap.reset()
     return 0
 
 

@@ -3,8 +3,7 @@ import logging
 
 import azure.functions as func
 
-from shared import wiring
-from shared.ops import queue_ops
+from shared.bootstrap import services
 from shared.ops.sweep import sweep
 
 bp = func.Blueprint()
@@ -14,6 +13,7 @@ log = logging.getLogger(__name__)
 @bp.function_name("dead_letter_sweeper")
 @bp.timer_trigger(arg_name="timer", schedule="%MARKR_DEAD_LETTER_SWEEP_SCHEDULE%", run_on_startup=False)
 def dead_letter_sweeper(timer: func.TimerRequest) -> None:
-    report = sweep(queue_ops(), wiring.bus())
+    s = services()
+    report = sweep(s.bus_admin, s.bus)
     if any(report.notified.values()) or report.unreadable:
         log.info("dead letters reported as failed: %s; unreadable: %d", report.notified, len(report.unreadable))

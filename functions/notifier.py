@@ -1,9 +1,9 @@
-"""Consumes submission-notification: the only writer of the submissions status table."""
+"""Consumes submission-notification: status events from outside the stages (replays, dead letters)."""
 import azure.functions as func
 
-from functions.bindings import consume
+from functions.queues import consume_one
+from shared.bootstrap import services
 from shared.bus.queues import NOTIFICATION
-from shared.db.connection import pool
 from shared.pipeline import stages
 
 bp = func.Blueprint()
@@ -12,4 +12,4 @@ bp = func.Blueprint()
 @bp.function_name("notifier")
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name=NOTIFICATION, connection="ServiceBusConnection")
 def notifier(msg: func.ServiceBusMessage) -> None:
-    consume(NOTIFICATION, msg, lambda data: stages.notify(data, pool=pool()))
+    consume_one(NOTIFICATION, msg, lambda batch: stages.notify(batch, store=services().store))

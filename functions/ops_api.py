@@ -3,10 +3,10 @@ import logging
 
 import azure.functions as func
 
-from functions.bindings import http_response
-from shared.ops import queue_ops
+from functions.http import respond
+from shared.bootstrap import services
 from shared.ops.report import queues_report
-from shared.pipeline.api import ApiResponse, error
+from shared.pipeline.outcomes import Problem, QueueReport
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 @bp.route(route="ops/queues", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 def ops_queues(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        answer = ApiResponse(200, queues_report(queue_ops()))
+        outcome = QueueReport(queues_report(services().bus_admin))
     except Exception as exc:  # noqa: BLE001 - the bus is unreachable: say so, as JSON
         log.exception("reading queue counts failed")
-        answer = error(503, "bus-unavailable", f"queue counts could not be read: {type(exc).__name__}: {exc}")
-    return http_response(answer)
+        outcome = Problem("bus-unavailable", f"queue counts could not be read: {type(exc).__name__}: {exc}")
+    return respond(outcome)

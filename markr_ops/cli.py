@@ -46,12 +46,7 @@ class OpsGroup(click.Group):
 
 
 def _ops():
-    from shared.config import settings
-    from shared.ops import queue_ops
-
-    if settings().bus == "local":
-        environment.check_database()
-    return queue_ops()
+    return _services().bus_admin
 
 
 def _emit(as_json: bool, data: Any, table: Any = None) -> None:
@@ -172,13 +167,13 @@ def purge(queue: str, message_ids: tuple[str, ...], all_: bool, yes: bool, as_js
         console.print(f"{removed} dead letter(s) purged from {queue}")
 
 
-def _wiring():
-    from shared import wiring
-    from shared.config import settings
+def _services():
+    from shared.bootstrap import services
 
-    if settings().bus == "local":
+    s = services()
+    if s.settings.bus == "local":
         environment.check_database()
-    return wiring
+    return s
 
 
 @main.command()
@@ -188,8 +183,8 @@ def replay(submission_ids: tuple[str, ...], as_json: bool) -> None:
     """Process SUBMISSION_IDs again from the vault, each as a new run."""
     from shared.ops.replay import replay as replay_submissions
 
-    wiring = _wiring()
-    refs = replay_submissions(list(submission_ids), vault=wiring.vault(), bus=wiring.bus())
+    app = _services()
+    refs = replay_submissions(list(submission_ids), vault=app.vault, bus=app.bus)
     _emit(as_json, {"runs": [r.as_json() for r in refs]})
     if not as_json:
         for ref in refs:
@@ -223,7 +218,6 @@ def _parse_since(value: str | None) -> datetime | None:
 def reprocess(all_: bool, since: str | None, source: str | None, wait: bool, timeout: float,
               checkpoint: Path, restart: bool, rebuild: bool, yes: bool, as_json: bool) -> None:
     """Process the vault again (new runs), resumably."""
-    from shared.db.connection import pool
     from shared.db.results import clear_derived
     from shared.ops.replay import reprocess as reprocess_vault
     from shared.ops.replay import wait_for_runs
@@ -231,27 +225,27 @@ def reprocess(all_: bool, since: str | None, source: str | None, wait: bool, tim
     when = _parse_since(since)
     if rebuild and (since or source):
         raise click.UsageError("--rebuild replays the whole vault: it cannot be combined with --since or --source")
-    wiring = _wiring()
+    app = _services()
     if wait or rebuild:
         environment.check_database()
     if rebuild:
         if not yes:
             click.confirm("Empty all results and statistics, then rebuild them from the vault?", abort=True,
                           err=True)
-        with pool().connection() as conn:
+        with app.pool.connection() as conn:
             clear_derived(conn)
         restart = True
     started = time.monotonic()
     with _progress(as_json) as bar:
         task = bar.add_task("starting runs", total=None)
-        report = reprocess_vault(vault=wiring.vault(), bus=wiring.bus(), checkpoint=checkpoint, since=when,
+        report = reprocess_vault(vault=app.vault, bus=app.bus, checkpoint=checkpoint, since=when,
                                  source=source, restart=restart,
                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
         sent_seconds = time.monotonic() - started
         statuses: dict[str, int] | None = None
         if wait and report.runs:
             waiting = bar.add_task("waiting for runs", total=len(report.runs))
-            statuses = wait_for_runs(pool(), report.runs, timeout=timeout,
+            statuses = wait_for_runs(app.pool, report.runs, timeout=timeout,
                                      progress=lambda done, total: bar.update(waiting, completed=done))
     elapsed = time.monotonic() - started
     summary = {"checkpoint": str(checkpoint), "selected": report.total, "started": report.started,

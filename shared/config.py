@@ -8,12 +8,6 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
-AZURITE_TABLE_CONNECTION = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)
-
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
@@ -44,6 +38,8 @@ class Settings:
     import_wait_seconds: float
     # Apply pending schema migrations when the process first uses the database (Azure).
     migrate_on_start: bool = False
+    # Connections per process in the PostgreSQL pool (docs/deploy.md has the connection budget).
+    db_pool_max: int = 10
 
 
 @lru_cache(maxsize=1)
@@ -61,4 +57,5 @@ def settings() -> Settings:
         default_source=os.environ.get("MARKR_DEFAULT_SOURCE", "default"),
         max_body_bytes=_int("MARKR_MAX_BODY_BYTES", 100 * 1024 * 1024),
         import_wait_seconds=_float("MARKR_IMPORT_WAIT_SECONDS", 30.0),
+        db_pool_max=_int("MARKR_DB_POOL_MAX", 10),
     )

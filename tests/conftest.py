@@ -74,9 +74,9 @@ def database_url(postgres_server: str, template_database: str) -> Iterator[str]:
     try:
         yield _with_db(postgres_server, name)
     finally:
-        from shared.db.connection import close_pools
+        from shared import bootstrap
 
-        close_pools()
+        bootstrap.reset()
         with psycopg.connect(postgres_server, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

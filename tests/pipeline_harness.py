@@ -17,11 +17,12 @@ import psycopg
 from azure.functions.servicebus import ServiceBusMessage
 
 from devhost.discovery import indexed_functions
-from shared import wiring
+from shared import bootstrap
 from shared.bus.local_engine import LocalQueueEngine
-from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION
+from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION, retry_queue
 
-QUEUES = (VALIDATION, MARKING, AGGREGATION, NOTIFICATION)
+QUEUES = (VALIDATION, MARKING, AGGREGATION, NOTIFICATION,
+          retry_queue(VALIDATION), retry_queue(MARKING), retry_queue(AGGREGATION))
 
 
 @dataclass
@@ -47,6 +48,10 @@ def queue_functions() -> dict[str, object]:
         if trigger.get_binding_name() == "serviceBusTrigger":
             found[trigger.queue_name] = fn
     return found
+
+
+def is_batch(fn) -> bool:
+    return str(getattr(fn.get_trigger(), "cardinality", "") or "").lower().endswith("many")
 
 
 def to_message(received) -> ServiceBusMessage:
@@ -88,31 +93,42 @@ class Pipeline:
             headers["Prefer"] = "respond-async"
         return self.http("POST", "/api/import", body, headers)
 
-    def deliver_one(self, queue: str) -> bool:
-        got = self.engine.receive(queue, 1)
+    def _call(self, queue: str, received: list) -> None:
+        fn = self.handlers[queue]
+        if is_batch(fn):
+            fn.get_user_function()([to_message(r) for r in received])
+        else:
+            for r in received:
+                fn.get_user_function()(to_message(r))
+
+    def deliver_one(self, queue: str, batch_size: int = 1) -> bool:
+        """Deliver up to `batch_size` messages (one call for a batch trigger), settled as the host does."""
+        fn = self.handlers[queue]
+        got = self.engine.receive(queue, batch_size if is_batch(fn) else 1)
         if not got:
             return False
-        received = got[0]
         try:
-            self.handlers[queue].get_user_function()(to_message(received))
+            self._call(queue, got)
         except Exception as exc:
-            self.engine.abandon(queue, received.lock_token, f"{type(exc).__name__}: {exc}")
+            for received in got:
+                self.engine.abandon(queue, received.lock_token, f"{type(exc).__name__}: {exc}")
             raise
-        self.engine.complete(queue, received.lock_token)
-        self.delivered.append((queue, received))
+        for received in got:
+            self.engine.complete(queue, received.lock_token)
+            self.delivered.append((queue, received))
         return True
 
     def redeliver(self, queue: str, received) -> None:
         """Deliver an already-completed message again, as Service Bus may (at-least-once)."""
         again = dataclasses.replace(received, delivery_count=received.delivery_count + 1)
-        self.handlers[queue].get_user_function()(to_message(again))
+        self._call(queue, [again])
 
-    def drain(self, limit: int = 10_000) -> int:
+    def drain(self, limit: int = 10_000, batch_size: int = 1) -> int:
         delivered = 0
         while delivered < limit:
             progressed = False
             for queue in QUEUES:
-                while self.deliver_one(queue):
+                while self.deliver_one(queue, batch_size):
                     delivered += 1
                     progressed = True
             if not progressed:
@@ -147,10 +163,10 @@ def pipeline_env(monkeypatch, database_url: str, vault_storage: str, vault_table
               "MARKR_BUS": "local", "MARKR_DEFAULT_SOURCE": "default", **settings}
     for key, value in values.items():
         monkeypatch.setenv(key, str(value))
-    wiring.reset()
+    bootstrap.reset()
     pipeline = Pipeline(database_url)
     try:
         yield pipeline
     finally:
         pipeline.engine.close()
-        wiring.reset()
+        bootstrap.reset()

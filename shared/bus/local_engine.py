@@ -28,10 +28,11 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 from shared.bus.port import OutgoingMessage, QueueCounts
 from shared.bus.queues import QueueDefinition, queue_definitions
-from shared.db.connection import connect, pool
+from shared.db.connection import connect, make_pool
 
 SEEN_IDS_PURGE_INTERVAL = 60.0  # seconds between clean-ups of expired duplicate-detection ids
 
@@ -225,10 +226,13 @@ def channel_name(queue: str) -> str:
 class LocalQueueEngine:
     """Implements shared.bus.port.Bus, plus the receive side that the local host's triggers use."""
 
-    def __init__(self, database_url: str, queues: dict[str, QueueDefinition] | None = None):
+    def __init__(self, database_url: str, queues: dict[str, QueueDefinition] | None = None,
+                 pool: ConnectionPool | None = None):
         self.database_url = database_url
         self.queues: dict[str, QueueDefinition] = dict(queues if queues is not None else queue_definitions())
-        self._pool = pool(database_url)
+        # The app passes its process pool (shared/bootstrap.py); standalone engines own a small one.
+        self._owns_pool = pool is None
+        self._pool = pool if pool is not None else make_pool(database_url, max_size=8, name="markr-bus")
         self._listener: _Listener | None = None
         self._listener_lock = threading.Lock()
         self._last_purge: dict[str, float] = {}
@@ -451,11 +455,13 @@ class LocalQueueEngine:
                            oldest_active_enqueued_utc=_utc(oldest))
 
     def close(self) -> None:
-        """Stop listening. The connection pool is shared per process and closed by its owner."""
+        """Stop listening, and close the pool if this engine made it."""
         with self._listener_lock:
             listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
+        if self._owns_pool:
+            self._pool.close()
 
 
 class _Listener:

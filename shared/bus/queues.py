@@ -14,6 +14,17 @@ VALIDATION = "submission-validation"
 MARKING = "submission-marking"
 NOTIFICATION = "submission-notification"
 AGGREGATION = "results-aggregation"
+RETRY_SUFFIX = "-retry"
+
+
+def retry_queue(queue: str) -> str:
+    """Where messages that failed inside a batch of `queue` are retried one at a time."""
+    return queue + RETRY_SUFFIX
+
+
+def base_queue(queue: str) -> str:
+    """The queue whose messages (and schema) a retry queue carries."""
+    return queue.removesuffix(RETRY_SUFFIX)
 
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 

@@ -1,57 +1,61 @@
-"""PostgreSQL connections (psycopg 3): one pool per process, per database URL."""
+"""PostgreSQL connections (psycopg 3): the pool and one-off connections, built from settings.
+
+The composition root (shared/bootstrap.py) builds one pool per process; nothing else keeps pools.
+Pooled connections are not checked on every checkout (a round trip each time): psycopg discards a
+connection that broke while in use, and `max_lifetime`/`max_idle` retire old ones.
+"""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from shared.config import settings
+ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+# How long a request waits for a pooled connection before the database counts as unavailable
+# (the HTTP edge answers 503 then; queue triggers raise and are retried).
+CHECKOUT_TIMEOUT_SECONDS = 5.0
 
-_pools: dict[str, ConnectionPool] = {}
-_lock = threading.Lock()
-
-
-def _entra_password() -> str:
-    """An Entra ID access token, used as the password for Azure Database for PostgreSQL."""
-    from azure.identity import DefaultAzureCredential
-
-    token = DefaultAzureCredential().get_token("https://ossrdbms-aad.database.windows.net/.default")
-    return token.token
+PasswordProvider = Callable[[], str]
 
 
-def connect(url: str | None = None, **kwargs) -> psycopg.Connection:
-    url = url or settings().database_url
-    if settings().database_entra_auth:
-        kwargs.setdefault("password", _entra_password())
+class EntraPassword:
+    """An Entra ID access token as the PostgreSQL password, refreshed five minutes before it expires.
+
+    One per process, around one credential: each connection the pool opens asks for the current token.
+    """
+
+    def __init__(self, credential: Any, scope: str = ENTRA_SCOPE, refresh_margin: float = 300.0) -> None:
+        self._credential = credential
+        self._scope = scope
+        self._margin = refresh_margin
+        self._token: str | None = None
+        self._expires_on = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._token is None or time.time() > self._expires_on - self._margin:
+                access = self._credential.get_token(self._scope)
+                self._token, self._expires_on = access.token, float(access.expires_on)
+            return self._token
+
+
+def connect(url: str, password: PasswordProvider | None = None, **kwargs: Any) -> psycopg.Connection:
+    if password is not None:
+        kwargs.setdefault("password", password())
     return psycopg.connect(url, **kwargs)
 
 
-def pool(url: str | None = None) -> ConnectionPool:
-    """The shared pool for `url` (default: MARKR_DATABASE_URL). Connections are checked on checkout."""
-    url = url or settings().database_url
+def make_pool(url: str, *, max_size: int, password: PasswordProvider | None = None,
+              name: str = "markr") -> ConnectionPool:
     if not url:
         raise RuntimeError("MARKR_DATABASE_URL is not set")
-    with _lock:
-        p = _pools.get(url)
-        if p is None:
-            kwargs = {"password": _entra_password} if settings().database_entra_auth else {}
-            p = ConnectionPool(
-                url, min_size=0, max_size=20, open=True, check=ConnectionPool.check_connection,
-                kwargs=kwargs or None, name=f"markr-{len(_pools)}",
-            )
-            _pools[url] = p
-            if settings().migrate_on_start and url == settings().database_url:
-                # In Azure the app identity applies the schema it owns, once per process, before
-                # first use; the advisory lock in migrate() makes concurrent instances safe.
-                from shared.db.migrations import migrate
-
-                migrate(url, connect=connect)
-        return p
-
-
-def close_pools() -> None:
-    with _lock:
-        for p in _pools.values():
-            p.close()
-        _pools.clear()
+    # psycopg_pool calls `kwargs` for each new connection, so a rotating token is picked up.
+    kwargs = (lambda: {"password": password()}) if password is not None else None
+    return ConnectionPool(url, min_size=0, max_size=max_size, open=True, kwargs=kwargs, name=name,
+                          timeout=CHECKOUT_TIMEOUT_SECONDS, max_lifetime=30 * 60, max_idle=5 * 60,
+                          reconnect_timeout=60)

@@ -1,4 +1,8 @@
-"""Results and statistics in PostgreSQL: set-based SQL for the validator, marker and aggregator."""
+"""Results and statistics in PostgreSQL: set-based SQL for the validator, marker and aggregator.
+
+The scoring rule (highest available and highest obtained kept independently per test and student)
+lives here, in _UPSERT_RESULTS; shared/domain/scoring_policy.py states it in Python as the tests' oracle.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -8,6 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from shared.domain.results_document import TestResult
+from shared.pipeline.ports import Statistics
 
 
 @dataclass(frozen=True)
@@ -17,94 +22,127 @@ class Marking:
     newly_applied: bool
 
 
-@dataclass(frozen=True)
-class Statistics:
-    test_id: str
-    count: int
-    mean: float
-    stddev: float
-    min: float
-    max: float
-    p25: float
-    p50: float
-    p75: float
-    computed_version: int
-
-    def as_json(self) -> dict:
-        return {"mean": self.mean, "stddev": self.stddev, "min": self.min, "max": self.max,
-                "p25": self.p25, "p50": self.p50, "p75": self.p75, "count": self.count}
+class NothingToMarkError(LookupError):
+    """The submission has no validated rows (it was never validated, or was rejected)."""
 
 
-def stage_validated(conn: psycopg.Connection, submission_id: str, results: Iterable[TestResult]) -> int:
-    """Replace the submission's validated rows (idempotent: a redelivery writes the same rows)."""
-    with conn.transaction():
-        conn.execute("DELETE FROM validated_results WHERE submission_id = %s", (submission_id,))
-        count = 0
-        with conn.cursor().copy(
-            "COPY validated_results (submission_id, result, test_id, student_number, available, obtained)"
-            " FROM STDIN"
-        ) as copy:
+def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable[TestResult]]]) -> int:
+    """Replace each submission's validated rows, all in one COPY (a redelivery writes the same rows).
+
+    Runs inside the caller's transaction.
+    """
+    documents = list(documents)
+    conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", ([sid for sid, _ in documents],))
+    count = 0
+    with conn.cursor().copy(
+        "COPY validated_results (submission_id, result, test_id, student_number, available, obtained) FROM STDIN"
+    ) as copy:
+        for sid, results in documents:
             for r in results:
-                copy.write_row((submission_id, r.result, r.test_id, r.student_number, r.available, r.obtained))
+                copy.write_row((sid, r.result, r.test_id, r.student_number, r.available, r.obtained))
                 count += 1
     return count
 
 
-# De-duplicate the document first (a re-scan in the same document), then upsert keeping the highest
-# available and highest obtained independently. Rows are inserted in key order so concurrent
-# markings lock rows in the same order and cannot deadlock each other.
+def stage_validated(conn: psycopg.Connection, submission_id: str, results: Iterable[TestResult]) -> int:
+    with conn.transaction():
+        return stage_many(conn, [(submission_id, results)])
+
+
+# The runs of the batch not applied before, with their staged row counts (0 = nothing to mark).
+# The advisory locks serialise concurrent deliveries of the same marking (taken in key order, so two
+# batches never deadlock); the second delivery then finds the first one's applied_markings row.
+_LOCK_RUNS = """
+SELECT pg_advisory_xact_lock(hashtext('marking/' || sid || '/' || run))
+  FROM (SELECT DISTINCT sid, run FROM unnest(%(sids)s::text[], %(runs)s::text[]) AS u(sid, run)
+         ORDER BY sid, run) ordered
+"""
+
+_APPLIED_BEFORE = """
+SELECT submission_id, run_id, test_versions, result_count FROM applied_markings
+ WHERE (submission_id, run_id) IN (SELECT * FROM unnest(%(sids)s::text[], %(runs)s::text[]))
+"""
+
+_STAGED_COUNTS = """
+SELECT submission_id, array_agg(DISTINCT test_id ORDER BY test_id), count(*)
+  FROM validated_results WHERE submission_id = ANY(%(sids)s) GROUP BY submission_id
+"""
+
+# All the batch's documents at once: de-duplicate (re-scans within and across the batch's documents),
+# then upsert keeping the highest available and highest obtained independently, and remember every
+# contributing submission. Rows go in key order so concurrent markings lock rows in the same order.
 _UPSERT_RESULTS = """
 INSERT INTO student_results AS s (test_id, student_number, available, obtained, submission_ids)
-SELECT test_id, student_number, max(available), max(obtained), ARRAY[%(sid)s]
+SELECT test_id, student_number, max(available), max(obtained),
+       array_agg(DISTINCT submission_id ORDER BY submission_id)
   FROM validated_results
- WHERE submission_id = %(sid)s
+ WHERE submission_id = ANY(%(sids)s)
  GROUP BY test_id, student_number
  ORDER BY test_id, student_number
 ON CONFLICT (test_id, student_number) DO UPDATE
    SET available = GREATEST(s.available, EXCLUDED.available),
        obtained = GREATEST(s.obtained, EXCLUDED.obtained),
-       submission_ids = CASE WHEN %(sid)s = ANY (s.submission_ids) THEN s.submission_ids
-                             ELSE s.submission_ids || %(sid)s END,
+       submission_ids = s.submission_ids || ARRAY(SELECT unnest(EXCLUDED.submission_ids)
+                                                  EXCEPT SELECT unnest(s.submission_ids) ORDER BY 1),
        updated_at = now()
 """
 
+# One version bump per test per batch: the aggregator recomputes a test once for the whole batch.
 _BUMP_VERSIONS = """
 INSERT INTO tests AS t (test_id, results_version)
-SELECT DISTINCT test_id, 1 FROM validated_results WHERE submission_id = %(sid)s ORDER BY test_id
+SELECT DISTINCT test_id, 1 FROM validated_results WHERE submission_id = ANY(%(sids)s) ORDER BY test_id
 ON CONFLICT (test_id) DO UPDATE SET results_version = t.results_version + 1
 RETURNING test_id, results_version
 """
 
+_RECORD_APPLIED = """
+INSERT INTO applied_markings (submission_id, run_id, test_versions, result_count)
+SELECT * FROM unnest(%(sids)s::text[], %(runs)s::text[], %(versions)s::jsonb[], %(counts)s::int[])
+"""
 
-class NothingToMarkError(LookupError):
-    """The submission has no validated rows (it was never validated, or was rejected)."""
+
+def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dict[tuple[str, str], Marking | None]:
+    """Merge the staged rows of many (submission, run) pairs into student_results, each run once.
+
+    Runs inside the caller's transaction. Returns, per pair, its Marking (newly_applied False for a
+    run applied before), or None when the submission has nothing staged.
+    """
+    params = {"sids": [sid for sid, _ in runs], "runs": [run for _, run in runs]}
+    conn.execute(_LOCK_RUNS, params)
+    answer: dict[tuple[str, str], Marking | None] = {
+        (sid, run): Marking(dict(versions), count, newly_applied=False)
+        for sid, run, versions, count in conn.execute(_APPLIED_BEFORE, params)
+    }
+    todo = sorted({key for key in runs if key not in answer})
+    staged = {sid: (tests, n) for sid, tests, n in
+              conn.execute(_STAGED_COUNTS, {"sids": sorted({sid for sid, _ in todo})})}
+    for key in todo:
+        if key[0] not in staged:
+            answer[key] = None
+    todo = [key for key in todo if key[0] in staged]
+    if not todo:
+        return answer
+    sids = sorted({sid for sid, _ in todo})
+    conn.execute(_UPSERT_RESULTS, {"sids": sids})
+    versions = {test_id: version for test_id, version in conn.execute(_BUMP_VERSIONS, {"sids": sids})}
+    for key in todo:
+        tests, n = staged[key[0]]
+        answer[key] = Marking({t: versions[t] for t in tests}, n, newly_applied=True)
+    conn.execute(_RECORD_APPLIED, {
+        "sids": [sid for sid, _ in todo], "runs": [run for _, run in todo],
+        "versions": [Jsonb(answer[k].test_versions) for k in todo],  # type: ignore[union-attr]
+        "counts": [answer[k].result_count for k in todo],  # type: ignore[union-attr]
+    })
+    return answer
 
 
 def apply_marking(conn: psycopg.Connection, submission_id: str, run_id: str) -> Marking:
-    """Merge a validated submission into student_results in one transaction, once per run."""
+    """One submission's marking, in a transaction of its own."""
     with conn.transaction():
-        # Serialises concurrent deliveries of the same marking; the second one sees the first's row.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"marking/{submission_id}/{run_id}",))
-        done = conn.execute(
-            "SELECT test_versions, result_count FROM applied_markings WHERE submission_id = %s AND run_id = %s",
-            (submission_id, run_id),
-        ).fetchone()
-        if done:
-            return Marking(dict(done[0]), done[1], newly_applied=False)
-        (result_count,) = conn.execute(
-            "SELECT count(*) FROM validated_results WHERE submission_id = %s", (submission_id,)
-        ).fetchone()
-        if result_count == 0:
-            raise NothingToMarkError(f"submission {submission_id} has no validated results to mark")
-        params = {"sid": submission_id}
-        conn.execute(_UPSERT_RESULTS, params)
-        versions = {test_id: version for test_id, version in conn.execute(_BUMP_VERSIONS, params)}
-        conn.execute(
-            "INSERT INTO applied_markings (submission_id, run_id, test_versions, result_count)"
-            " VALUES (%s, %s, %s, %s)",
-            (submission_id, run_id, Jsonb(versions), result_count),
-        )
-    return Marking(versions, result_count, newly_applied=True)
+        marking = apply_markings(conn, [(submission_id, run_id)])[(submission_id, run_id)]
+    if marking is None:
+        raise NothingToMarkError(f"submission {submission_id} has no validated results to mark")
+    return marking
 
 
 # Percent of available marks over float8 (faster than numeric); population stddev;

@@ -1,21 +1,29 @@
-"""The `submissions` status table (written by the notifier only; read by the APIs and the receiver)."""
+"""The `submissions` status table: each stage records its own transitions, in its own transaction.
+
+Status changes go through the one state machine (shared/domain/submission_status.py). A transition
+into a settled status (rejected, completed, failed) is announced on STATUS_CHANNEL, which the
+receivers' shared listener (status_waiter.py) turns into wake-ups for waiting imports.
+"""
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from dataclasses import fields
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from shared.domain.submission_status import Event, SubmissionStatus, apply
+from shared.domain.submission_status import SETTLED, Event, Status, SubmissionStatus, apply
 
 STATUS_CHANNEL = "submission_status"
 _COLUMNS = [f.name for f in fields(SubmissionStatus) if f.name != "extra"]
+_ASSIGNMENTS = ", ".join(f"{name} = %({name})s" for name in _COLUMNS if name != "submission_id")
+_UPDATE = f"UPDATE submissions SET {_ASSIGNMENTS}, updated_at = now() WHERE submission_id = %(submission_id)s"
 
 
 def _from_row(row: dict) -> SubmissionStatus:
     values = {name: row[name] for name in _COLUMNS}
+    values["status"] = Status(values["status"])
     for name in ("test_ids", "aggregated_test_ids"):
         if values[name] is not None:
             values[name] = tuple(values[name])
@@ -26,6 +34,7 @@ def _from_row(row: dict) -> SubmissionStatus:
 
 def _to_params(state: SubmissionStatus) -> dict:
     params = {name: getattr(state, name) for name in _COLUMNS}
+    params["status"] = str(state.status)
     for name in ("test_ids", "aggregated_test_ids"):
         if params[name] is not None:
             params[name] = list(params[name])
@@ -35,50 +44,47 @@ def _to_params(state: SubmissionStatus) -> dict:
     return params
 
 
+def record_events(conn: psycopg.Connection, events: Sequence[Event]) -> list[SubmissionStatus]:
+    """Apply events to their submissions' statuses under row locks (in the caller's transaction).
+
+    Rows are created and locked in submission-id order, so concurrent batches cannot deadlock.
+    Returns the resulting statuses, in the order of first appearance.
+    """
+    if not events:
+        return []
+    first: dict[str, Event] = {}
+    for e in events:
+        first.setdefault(e.submission_id, e)
+    ids = sorted(first)
+    conn.execute(
+        "INSERT INTO submissions (submission_id, source, run_id, status)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) ORDER BY 1"
+        " ON CONFLICT (submission_id) DO NOTHING",
+        (ids, [first[i].source for i in ids], [first[i].run_id for i in ids], ["received"] * len(ids)),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute("SELECT * FROM submissions WHERE submission_id = ANY(%s) ORDER BY submission_id"
+                           " FOR UPDATE", (ids,)).fetchall()
+    before = {row["submission_id"]: _from_row(row) for row in rows}
+    after = dict(before)
+    for e in events:
+        after[e.submission_id] = apply(after[e.submission_id], e)
+    changed = [state for sid, state in after.items() if state != before[sid]]
+    if changed:
+        with conn.cursor() as cur:
+            cur.executemany(_UPDATE, [_to_params(state) for state in changed])
+        settled = [s.submission_id for s in changed if s.status in SETTLED and s.status != before[s.submission_id].status]
+        if settled:
+            conn.execute("SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x", (STATUS_CHANNEL, settled))
+    return [after[sid] for sid in first]
+
+
 def record_event(conn: psycopg.Connection, event: Event) -> SubmissionStatus:
-    """Apply one event to a submission's status, under a row lock; wakes waiting receivers."""
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO submissions (submission_id, source, run_id, status) VALUES (%s, %s, %s, 'received')"
-            " ON CONFLICT (submission_id) DO NOTHING",
-            (event.submission_id, event.source, event.run_id),
-        )
-        with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute("SELECT * FROM submissions WHERE submission_id = %s FOR UPDATE",
-                              (event.submission_id,)).fetchone()
-        before = _from_row(row)
-        after = apply(before, event)
-        if after != before:
-            assignments = ", ".join(f"{name} = %({name})s" for name in _COLUMNS if name != "submission_id")
-            conn.execute(f"UPDATE submissions SET {assignments}, updated_at = now()"
-                         " WHERE submission_id = %(submission_id)s", _to_params(after))
-            conn.execute("SELECT pg_notify(%s, %s)", (STATUS_CHANNEL, event.submission_id))
-    return after
+        return record_events(conn, [event])[0]
 
 
 def get(conn: psycopg.Connection, submission_id: str) -> SubmissionStatus | None:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute("SELECT * FROM submissions WHERE submission_id = %s", (submission_id,)).fetchone()
     return _from_row(row) if row else None
-
-
-def wait_for_final(url: str, submission_id: str, run_id: str, timeout: float,
-                   connect=psycopg.connect) -> SubmissionStatus | None:
-    """Block until the run reaches rejected/completed/failed, or `timeout` passes.
-
-    Listens on the notifier's channel so it wakes as soon as the status changes; re-reads the
-    row on every wake-up (and at least every second) rather than trusting the payload.
-    """
-    deadline = time.monotonic() + timeout
-    with connect(url, autocommit=True) as conn:
-        conn.execute(f"LISTEN {STATUS_CHANNEL}")
-        while True:
-            state = get(conn, submission_id)
-            if state and state.run_id == run_id and state.status in ("rejected", "completed", "failed"):
-                return state
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return state
-            for note in conn.notifies(timeout=min(1.0, remaining)):
-                if note.payload == submission_id:
-                    break

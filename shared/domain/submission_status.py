@@ -10,10 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-RANK = {"received": 0, "validated": 1, "failed": 2, "rejected": 3, "completed": 3}
-FINAL = {"rejected", "completed"}
+
+class Status(StrEnum):
+    RECEIVED = "received"
+    VALIDATED = "validated"
+    REJECTED = "rejected"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+RANK = {Status.RECEIVED: 0, Status.VALIDATED: 1, Status.FAILED: 2, Status.REJECTED: 3, Status.COMPLETED: 3}
+# A run never leaves these.
+FINAL = frozenset({Status.REJECTED, Status.COMPLETED})
+# Where a run stops moving by itself: final, or failed until an operator resubmits or replays it.
+# The receiver stops waiting here, and replay/reprocess wait for these.
+SETTLED = FINAL | {Status.FAILED}
 
 
 @dataclass(frozen=True)
@@ -21,7 +35,7 @@ class SubmissionStatus:
     submission_id: str
     source: str
     run_id: str
-    status: str = "received"
+    status: Status = Status.RECEIVED
     received_at: datetime | None = None
     validated_at: datetime | None = None
     rejected_at: datetime | None = None
@@ -54,7 +68,7 @@ class Event:
     failure: dict | None = None
 
 
-def _promote(state: SubmissionStatus, status: str) -> str:
+def _promote(state: SubmissionStatus, status: Status) -> Status:
     if state.status in FINAL:
         return state.status
     return status if RANK[status] >= RANK[state.status] else state.status
@@ -74,25 +88,27 @@ def apply(state: SubmissionStatus | None, e: Event) -> SubmissionStatus:
     elif e.event == "validated":
         state = replace(state, validated_at=state.validated_at or e.at, result_count=e.result_count,
                         test_ids=e.test_ids if e.test_ids is not None else state.test_ids,
-                        warnings=e.warnings, status=_promote(state, "validated"))
+                        warnings=e.warnings, status=_promote(state, Status.VALIDATED))
     elif e.event == "rejected":
         state = replace(state, rejected_at=state.rejected_at or e.at, errors=e.errors,
                         error_count=e.error_count if e.error_count is not None else len(e.errors),
-                        warnings=e.warnings, status=_promote(state, "rejected"))
+                        warnings=e.warnings, status=_promote(state, Status.REJECTED))
     elif e.event == "marked":
         state = replace(state, marked_at=state.marked_at or e.at, result_count=e.result_count,
                         test_ids=e.test_ids)
     elif e.event == "aggregated":
-        if e.test_id not in state.aggregated_test_ids:
-            state = replace(state, aggregated_test_ids=tuple(sorted((*state.aggregated_test_ids, e.test_id))))
+        # One test (test_id) or several at once (test_ids, as the batched aggregator reports them).
+        done_now = set(e.test_ids or ()) | ({e.test_id} if e.test_id else set())
+        if not done_now <= set(state.aggregated_test_ids):
+            state = replace(state, aggregated_test_ids=tuple(sorted(done_now | set(state.aggregated_test_ids))))
     elif e.event == "failed":
         if state.status not in FINAL:
-            state = replace(state, failed_at=e.at, failure=e.failure, status=_promote(state, "failed"))
+            state = replace(state, failed_at=e.at, failure=e.failure, status=_promote(state, Status.FAILED))
     else:
         raise ValueError(f"unknown event {e.event!r}")
 
     done = (state.status not in FINAL and state.marked_at is not None and state.test_ids is not None
             and set(state.test_ids) <= set(state.aggregated_test_ids))
     if done:
-        state = replace(state, status="completed", completed_at=e.at)
+        state = replace(state, status=Status.COMPLETED, completed_at=e.at)
     return state

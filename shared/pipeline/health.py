@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
-from shared import wiring
+from shared.pipeline.outcomes import HealthReport
 
 
 def _probe(check: Callable[[], None]) -> dict:
@@ -16,11 +17,10 @@ def _probe(check: Callable[[], None]) -> dict:
     return {"ok": True, "ms": round(1000 * (time.perf_counter() - started), 1)}
 
 
-def check() -> dict:
-    components = {
-        "storage": _probe(lambda: wiring.vault().ping()),
-        "database": _probe(lambda: wiring.db_ping()),
-        "queues": _probe(lambda: wiring.bus().ping()),
-    }
-    ok = all(c["ok"] for c in components.values())
-    return {"status": "ok" if ok else "degraded", "components": components}
+def check(services: Any) -> HealthReport:
+    """`services`: anything with vault, store and bus (shared.bootstrap.Services)."""
+    return HealthReport({
+        "storage": _probe(lambda: services.vault.ping()),
+        "database": _probe(lambda: services.store.ping()),
+        "queues": _probe(lambda: services.bus.ping()),
+    })

@@ -6,6 +6,7 @@ duplicate detection, while a replay (a new run) is not.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -37,6 +38,24 @@ class SubmissionRef:
         return {"submissionId": self.submission_id, "source": self.source, "runId": self.run_id}
 
 
+@dataclass(frozen=True)
+class InlineBody:
+    """A vaulted body's stored bytes and the facts to check them by (see shared/vault/body.py)."""
+
+    compression: str
+    data: bytes
+    byte_size: int
+    sha256: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"compression": self.compression, "data": base64.b64encode(self.data).decode(),
+                "byteSize": self.byte_size, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InlineBody:
+        return cls(data["compression"], base64.b64decode(data["data"]), data["byteSize"], data["sha256"])
+
+
 @lru_cache(maxsize=1)
 def _registry() -> Registry:
     resources = []
@@ -59,7 +78,7 @@ def decode(queue: str, body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidMessageError(f"{queue} message is not JSON: {exc}") from exc
-    validator = _validator(queue)
+    validator = _validator(queues.base_queue(queue))
     if validator.is_valid(data):  # the usual case; collecting errors only pays off for a bad message
         return data
     problems = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
@@ -89,17 +108,20 @@ def _message(queue: str, ref: SubmissionRef, stage: str, payload: dict[str, Any]
     )
 
 
-def validation(ref: SubmissionRef) -> OutgoingMessage:
-    return _message(queues.VALIDATION, ref, "validation", {})
+def validation(ref: SubmissionRef, inline: InlineBody | None = None) -> OutgoingMessage:
+    """`inline`: a small body's stored bytes, so the validator need not read them back from the vault
+    (the vault still holds them first; large bodies are always read from the vault)."""
+    payload = {"body": inline.as_json()} if inline is not None else {}
+    return _message(queues.VALIDATION, ref, "validation", payload)
 
 
 def marking(ref: SubmissionRef) -> OutgoingMessage:
     return _message(queues.MARKING, ref, "marking", {})
 
 
-def aggregation(ref: SubmissionRef, test_id: str, results_version: int) -> OutgoingMessage:
-    payload = {"testId": test_id, "resultsVersion": results_version}
-    return _message(queues.AGGREGATION, ref, f"aggregation/{_key(test_id)}", payload)
+def aggregation(ref: SubmissionRef, test_versions: dict[str, int]) -> OutgoingMessage:
+    """Bring every test the submission touched up to the results version its marking produced."""
+    return _message(queues.AGGREGATION, ref, "aggregation", {"testVersions": test_versions})
 
 
 def notification(ref: SubmissionRef, event: str, *, discriminator: str = "", **fields: Any) -> OutgoingMessage:

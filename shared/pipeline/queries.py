@@ -1,15 +1,12 @@
-"""Read side: a submission's status and a test's aggregate, as the APIs answer them."""
+"""Read side: a submission's status and a test's aggregate, as outcomes for the HTTP edge."""
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
-from shared.db import results as results_db
-from shared.db import submissions as submissions_db
+from shared.domain.ids import ULID_PATTERN, invalid_identifier
 from shared.domain.submission_status import SubmissionStatus
-from shared.pipeline.api import ApiResponse, error
-
-ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+from shared.pipeline.outcomes import Problem, StatisticsFound, StatusFound
+from shared.pipeline.ports import PipelineStore, Vault
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -21,7 +18,7 @@ def status_json(state: SubmissionStatus) -> dict:
         "submissionId": state.submission_id,
         "source": state.source,
         "runId": state.run_id,
-        "status": state.status,
+        "status": str(state.status),
         "receivedAt": _iso(state.received_at),
         "validatedAt": _iso(state.validated_at),
         "rejectedAt": _iso(state.rejected_at),
@@ -37,26 +34,27 @@ def status_json(state: SubmissionStatus) -> dict:
     }
 
 
-def submission_status(submission_id: str, *, pool, vault, default_source: str) -> ApiResponse:
+def submission_status(submission_id: str, *, store: PipelineStore, vault: Vault,
+                      default_source: str) -> Problem | StatusFound:
     if not ULID_PATTERN.match(submission_id):
-        return error(400, "invalid-submission-id", f"{submission_id!r} is not a submission id (a 26-character ULID)")
-    with pool.connection() as conn:
-        state = submissions_db.get(conn, submission_id)
+        return Problem("invalid-submission-id", f"{submission_id!r} is not a submission id (a 26-character ULID)")
+    state = store.status(submission_id)
     if state is not None:
-        return ApiResponse(200, status_json(state))
-    # The notifier may not have recorded `received` yet; the vault is written before the receiver answers.
+        return StatusFound(state)
+    # Nothing has processed it yet; the vault is written before the receiver answers.
     # The default source first: a direct read. Other sources need a scan.
     record = vault.get(default_source, submission_id) or vault.find(submission_id)
     if record is None:
-        return error(404, "submission-not-found", f"no submission {submission_id}")
-    pending = SubmissionStatus(record.submission_id, record.source, record.submission_id,
-                               received_at=record.received_at)
-    return ApiResponse(200, status_json(pending))
+        return Problem("submission-not-found", f"no submission {submission_id}")
+    return StatusFound(SubmissionStatus(record.submission_id, record.source, record.submission_id,
+                                        received_at=record.received_at))
 
 
-def test_aggregate(test_id: str, *, pool) -> ApiResponse:
-    with pool.connection() as conn:
-        stats = results_db.get_statistics(conn, test_id)
+def test_aggregate(test_id: str, *, store: PipelineStore) -> Problem | StatisticsFound:
+    bad = invalid_identifier(test_id)
+    if bad:
+        return Problem("invalid-test-id", f"test id {test_id!r} {bad}")
+    stats = store.statistics(test_id)
     if stats is None:
-        return error(404, "test-not-found", f"no results for test {test_id!r}")
-    return ApiResponse(200, stats.as_json())
+        return Problem("test-not-found", f"no results for test {test_id!r}")
+    return StatisticsFound(stats)

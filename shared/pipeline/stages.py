@@ -1,107 +1,158 @@
-"""The queue-triggered stages: validate, mark, aggregate, notify.
+"""The queue-triggered stages: validate, mark, aggregate (batches) and notify.
 
-Each takes a decoded message and the adapters it needs, and is safe to run more than once for the
-same message (queues deliver at least once). Transient failures (storage, database, bus) raise so
-the trigger retries; permanent ones (a message that can never be processed) are recorded as a
-`failed` status and logged once at error level, and the message is completed without retrying.
+Each takes the decoded messages of one batch and the ports it needs, works set-based (one store
+transaction, one send per batch), and records the status transitions it causes itself. Every stage
+is safe to run again for the same messages (queues deliver at least once).
+
+Failures:
+- permanent (the message can never succeed: vault entry missing or damaged, nothing to mark) are
+  recorded as a `failed` status and the message completes; no retries are burnt;
+- transient ones raise. `isolate` then finds which messages of the batch fail on their own, so the
+  trigger can move just those to the stage's retry queue (see functions/batches.py) while the rest
+  complete; a batch in which every message fails raises as a whole (an outage: redeliver it all).
 """
 from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from shared.bus.port import Bus
-from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION
-from shared.db import results as results_db
-from shared.db import submissions as submissions_db
+from shared.bus.queues import AGGREGATION, MARKING
+from shared.domain.model import ParsedDocument
 from shared.domain.results_document import parse_results_document
 from shared.domain.submission_status import Event
 from shared.pipeline import messages
-from shared.pipeline.messages import SubmissionRef
-from shared.vault.table_vault import VaultCorruptionError
+from shared.pipeline.messages import InlineBody, SubmissionRef
+from shared.pipeline.ports import Accepted, Bus, Failure, PipelineStore, Rejected, Vault
+from shared.vault.body import open_stream
+from shared.vault.model import VaultCorruptionError, VaultRecord
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_PROBLEMS = 1000
+T = TypeVar("T")
+Clock = Callable[[], datetime]
 
 
-def fail_permanently(bus: Bus, ref: SubmissionRef, stage: str, reason: str, description: str) -> None:
-    log.error("%s failed permanently: %s: %s", stage, reason, description,
-              extra={"submission_id": ref.submission_id})
-    failure = {"stage": stage, "reason": reason, "description": description}
-    bus.send(NOTIFICATION, messages.notification(ref, "failed", failure=failure, discriminator=reason))
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
-def validate(data: dict[str, Any], *, vault, bus: Bus, pool) -> str:
-    ref = messages.ref_of(data)
-    record = vault.get(ref.source, ref.submission_id)
-    if record is None:
-        fail_permanently(bus, ref, "validation", "vault-entry-missing",
-                         f"no vault entry for submission {ref.submission_id} in source {ref.source}")
-        return "failed"
+def isolate(items: Sequence[T], run: Callable[[Sequence[T]], Any]) -> list[tuple[T, Exception]]:
+    """Run the whole batch; if that fails, run each item alone and return the ones that still fail.
+
+    Raises when every item fails (nothing in the batch can make progress: an outage, most likely).
+    """
     try:
-        with vault.open_body(record) as body:
-            parsed = parse_results_document(body, max_errors=MAX_REPORTED_PROBLEMS)
+        run(items)
+        return []
+    except Exception as whole:
+        if len(items) <= 1:
+            raise
+        log.warning("batch of %d failed (%s: %s); retrying its messages one by one",
+                    len(items), type(whole).__name__, whole)
+    failed = []
+    for item in items:
+        try:
+            run([item])
+        except Exception as exc:  # noqa: BLE001 - collected; the caller retries these on their own
+            failed.append((item, exc))
+    if len(failed) == len(items):
+        raise failed[0][1]
+    return failed
+
+
+def _failed(ref: SubmissionRef, failure: Failure, at: datetime) -> Event:
+    log.error("%s failed permanently: %s: %s", failure.stage, failure.reason, failure.description,
+              extra={"submission_id": ref.submission_id})
+    return Event(ref.submission_id, ref.source, ref.run_id, "failed", at, failure=failure.as_json())
+
+
+def _parse(data: dict[str, Any], ref: SubmissionRef, vault: Vault) -> ParsedDocument | Failure:
+    inline = data.get("body")
+    if inline is not None:
+        body = InlineBody.from_json(inline)
+        record = VaultRecord(ref.source, ref.submission_id, "", _now(), body.byte_size, body.sha256,
+                             body.compression, len(body.data), 1, 0, {}, body.data)
+        opener = lambda: open_stream(record, body.data)  # noqa: E731
+    else:
+        stored = vault.get(ref.source, ref.submission_id)
+        if stored is None:
+            return Failure("validation", "vault-entry-missing",
+                           f"no vault entry for submission {ref.submission_id} in source {ref.source}")
+        opener = lambda: vault.open_body(stored)  # noqa: E731
+    try:
+        with opener() as stream:
+            return parse_results_document(stream, max_errors=MAX_REPORTED_PROBLEMS)
     except (VaultCorruptionError, EOFError, zlib.error) as exc:
         # The stored bytes themselves are damaged: no retry can help, and nothing was parsed.
-        fail_permanently(bus, ref, "validation", "vault-entry-corrupt", f"{type(exc).__name__}: {exc}")
-        return "failed"
-    warnings = [w.to_json() for w in parsed.warnings[:MAX_REPORTED_PROBLEMS]]
-    now = datetime.now(UTC)
-    if not parsed.valid:
-        errors = [e.to_json() for e in parsed.errors]
-        vault.record_status(ref.source, ref.submission_id, {
-            "rejectedAt": now, "validationErrors": errors, "errorCount": parsed.error_count,
-            "resultCount": parsed.result_count})
-        bus.send(NOTIFICATION, messages.notification(ref, "rejected", at=now.isoformat(), errors=errors,
-                                                     errorCount=parsed.error_count, warnings=warnings))
-        log.info("rejected: %d problem(s)", parsed.error_count, extra={"submission_id": ref.submission_id})
-        return "rejected"
-    with pool.connection() as conn:
-        results_db.stage_validated(conn, ref.submission_id, parsed.results)
-    vault.record_status(ref.source, ref.submission_id, {
-        "validatedAt": now, "resultCount": len(parsed.results), "testIds": parsed.test_ids,
-        "validationWarnings": warnings})
-    bus.send(NOTIFICATION, messages.notification(ref, "validated", at=now.isoformat(),
-                                                 resultCount=len(parsed.results), testIds=parsed.test_ids,
-                                                 warnings=warnings))
-    bus.send(MARKING, messages.marking(ref))
-    log.info("validated %d result(s) for test(s) %s", len(parsed.results), ",".join(parsed.test_ids),
-             extra={"submission_id": ref.submission_id})
-    return "validated"
+        return Failure("validation", "vault-entry-corrupt", f"{type(exc).__name__}: {exc}")
 
 
-def mark(data: dict[str, Any], *, vault, bus: Bus, pool) -> str:
-    ref = messages.ref_of(data)
-    try:
-        with pool.connection() as conn:
-            marking = results_db.apply_marking(conn, ref.submission_id, ref.run_id)
-    except results_db.NothingToMarkError as exc:
-        fail_permanently(bus, ref, "marking", "nothing-to-mark", str(exc))
-        return "failed"
-    now = datetime.now(UTC)
-    vault.record_status(ref.source, ref.submission_id, {"markedAt": now})
-    test_ids = sorted(marking.test_versions)
-    # Sent again on a redelivery: the message ids are the same, so duplicate detection drops them.
-    bus.send_many(AGGREGATION, [messages.aggregation(ref, t, v) for t, v in sorted(marking.test_versions.items())])
-    bus.send(NOTIFICATION, messages.notification(ref, "marked", at=now.isoformat(), testIds=test_ids,
-                                                 resultCount=marking.result_count))
-    log.info("marked %d result(s) into test(s) %s%s", marking.result_count, ",".join(test_ids),
-             "" if marking.newly_applied else " (already applied)", extra={"submission_id": ref.submission_id})
-    return "marked"
+def validate(batch: Sequence[dict[str, Any]], *, vault: Vault, bus: Bus, store: PipelineStore,
+             clock: Clock = _now) -> dict[str, int]:
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+    failed: list[Event] = []
+    for data in batch:
+        ref = messages.ref_of(data)
+        parsed = _parse(data, ref, vault)
+        at = clock()
+        if isinstance(parsed, Failure):
+            failed.append(_failed(ref, parsed, at))
+            continue
+        warnings = tuple(w.to_json() for w in parsed.warnings[:MAX_REPORTED_PROBLEMS])
+        if parsed.valid:
+            accepted.append(Accepted(ref, parsed.results, tuple(parsed.test_ids), warnings, at))
+        else:
+            rejected.append(Rejected(ref, tuple(e.to_json() for e in parsed.errors), parsed.error_count,
+                                     parsed.result_count, warnings, at))
+    store.record_validation(accepted, rejected)
+    if failed:
+        store.record_events(failed)
+    if accepted:
+        # Sent again on a redelivery: the message ids are the same, so duplicate detection drops them.
+        bus.send_many(MARKING, [messages.marking(a.ref) for a in accepted])
+    for a in accepted:
+        log.info("validated %d result(s) for test(s) %s", len(a.results), ",".join(a.test_ids),
+                 extra={"submission_id": a.ref.submission_id})
+    for r in rejected:
+        log.info("rejected: %d problem(s)", r.error_count, extra={"submission_id": r.ref.submission_id})
+    return {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
 
 
-def aggregate(data: dict[str, Any], *, bus: Bus, pool) -> str:
-    ref = messages.ref_of(data)
-    with pool.connection() as conn:
-        recomputed = results_db.refresh_statistics(conn, data["testId"], data["resultsVersion"])
-    bus.send(NOTIFICATION, messages.notification(ref, "aggregated", testId=data["testId"]))
-    log.info("statistics for test %s %s", data["testId"],
-             "recomputed" if recomputed else "already cover this marking",
-             extra={"submission_id": ref.submission_id})
-    return "recomputed" if recomputed else "covered"
+def mark(batch: Sequence[dict[str, Any]], *, bus: Bus, store: PipelineStore, clock: Clock = _now) -> dict[str, int]:
+    refs = [messages.ref_of(data) for data in batch]
+    at = clock()
+    outcome = store.apply_markings(refs, at)
+    if outcome.nothing_to_mark:
+        store.record_events([
+            _failed(ref, Failure("marking", "nothing-to-mark",
+                                 f"submission {ref.submission_id} has no validated results to mark"), at)
+            for ref in outcome.nothing_to_mark])
+    if outcome.marked:
+        bus.send_many(AGGREGATION, [messages.aggregation(m.ref, dict(m.test_versions)) for m in outcome.marked])
+    for m in outcome.marked:
+        log.info("marked %d result(s) into test(s) %s%s", m.result_count, ",".join(sorted(m.test_versions)),
+                 "" if m.newly_applied else " (already applied)", extra={"submission_id": m.ref.submission_id})
+    return {"marked": len(outcome.marked), "failed": len(outcome.nothing_to_mark)}
+
+
+def aggregate(batch: Sequence[dict[str, Any]], *, store: PipelineStore, clock: Clock = _now) -> dict[str, int]:
+    """One recomputation per test for the whole batch, then every submission in it is complete."""
+    needed: dict[str, int] = {}
+    for data in batch:
+        for test_id, version in data["testVersions"].items():
+            needed[test_id] = max(needed.get(test_id, 0), version)
+    recomputed = store.refresh_statistics(needed)
+    at = clock()
+    store.record_events([Event(d["submissionId"], d["source"], d["runId"], "aggregated", at,
+                               test_ids=tuple(sorted(d["testVersions"]))) for d in batch])
+    log.info("statistics of %d test(s) recomputed for %d submission(s); %d already covered",
+             len(recomputed), len(batch), len(needed) - len(recomputed))
+    return {"recomputed": len(recomputed), "covered": len(needed) - len(recomputed)}
 
 
 def event_of(data: dict[str, Any]) -> Event:
@@ -114,8 +165,9 @@ def event_of(data: dict[str, Any]) -> Event:
     )
 
 
-def notify(data: dict[str, Any], *, pool) -> str:
-    with pool.connection() as conn:
-        state = submissions_db.record_event(conn, event_of(data))
-    log.info("%s -> status %s", data["event"], state.status, extra={"submission_id": data["submissionId"]})
-    return state.status
+def notify(batch: Sequence[dict[str, Any]], *, store: PipelineStore) -> list[str]:
+    """Events announced from outside the stages (a replay's start, the dead-letter sweeper's failures)."""
+    states = store.record_events([event_of(d) for d in batch])
+    for state in states:
+        log.info("status %s", state.status, extra={"submission_id": state.submission_id})
+    return [str(s.status) for s in states]

@@ -11,7 +11,7 @@ CHUNK_PARTITION_SUFFIX = "~chunks"
 # Properties the vault writes on a head entity; record_status may never overwrite them.
 HEAD_PROPERTIES = frozenset({
     "PartitionKey", "RowKey", "Timestamp", "ContentType", "ReceivedAt", "ByteSize", "Sha256",
-    "Compression", "CompressedSize", "FormatVersion", "ChunkCount",
+    "Compression", "CompressedSize", "FormatVersion", "ChunkCount", "Body",
 })
 
 # Table keys may not contain / \ # ? or control characters; "~" is reserved here so a source can
@@ -39,8 +39,9 @@ class VaultRecord:
     compression: str
     compressed_size: int
     format_version: int
-    chunk_count: int
-    status: dict[str, object]  # every other property on the head (validatedAt, resultCount, ...)
+    chunk_count: int  # 0 when the stored bytes sit on the head itself (`inline`)
+    status: dict[str, object]  # every other property on the head (enqueueError, ...)
+    inline: bytes | None = None  # the stored (compressed) bytes of a small body, kept on the head
 
 
 def check_source(source: str) -> str:

@@ -4,7 +4,9 @@ It is written before anything else happens to a submission and is the source of 
 can be replayed from. Layout in one table:
 - head:   PartitionKey = source,            RowKey = submission id (a ULID, so time-ordered);
           body metadata (ContentType, ReceivedAt, ByteSize, Sha256, Compression, CompressedSize,
-          FormatVersion, ChunkCount) plus status fields merged later by the pipeline;
+          FormatVersion, ChunkCount) plus fields merged later (enqueueError);
+          a body that compresses to at most INLINE_BYTES is stored on the head itself (`Body`,
+          ChunkCount 0): one write per small submission;
 - chunks: PartitionKey = "<source>~chunks",  RowKey = "<submission id>-00000", ... (see chunks.py).
 Chunks are written first and the head last, so a head exists only once its body is complete.
 """
@@ -51,6 +53,7 @@ __all__ = ["TableVault", "VaultCorruptionError", "VaultError", "VaultRecord"]
 _CLIENT_OPTIONS = {"connection_timeout": 10, "retry_total": 3}
 _HEADS_ONLY = f"FormatVersion ge {FORMAT_VERSION}"  # chunk entities have no FormatVersion
 _STATUS_RETRIES = 10
+INLINE_BYTES = 48 * 1024  # a binary property holds 64 KiB; stay well inside it
 
 
 def _record(entity: Mapping[str, object]) -> VaultRecord:
@@ -67,11 +70,18 @@ def _record(entity: Mapping[str, object]) -> VaultRecord:
             format_version=int(entity["FormatVersion"]),  # type: ignore[arg-type]
             chunk_count=int(entity["ChunkCount"]),  # type: ignore[arg-type]
             status=visible_status(entity, HEAD_PROPERTIES),
+            inline=_binary(entity.get("Body")),
         )
     except KeyError as exc:
         raise VaultCorruptionError(
             f"vault head {entity.get('PartitionKey')}/{entity.get('RowKey')} lacks property {exc}"
         ) from exc
+
+
+def _binary(value: object) -> bytes | None:
+    if value is None:
+        return None
+    return bytes(value.value if hasattr(value, "value") else value)  # type: ignore[arg-type]
 
 
 class TableVault:
@@ -126,17 +136,22 @@ class TableVault:
         received_at = as_utc(received_at, "received_at")
         body = bytes(body)
         digest = hashlib.sha256(body).hexdigest()
-        existing = self.get(source, submission_id)
-        if existing is not None:
-            return self._same_body(existing, body, digest)
         compression, stored = bodies.compress(body, self._gzip_level)
-        chunks = write_chunks(self.table, source, submission_id, stored)
+        inline = len(stored) <= INLINE_BYTES
+        if not inline:
+            # Chunks are upserted, so check first that this id does not hold another body.
+            existing = self.get(source, submission_id)
+            if existing is not None:
+                return self._same_body(existing, body, digest)
+        chunks = 0 if inline else write_chunks(self.table, source, submission_id, stored)
         head = {
             "PartitionKey": source, "RowKey": submission_id,
             "ContentType": content_type[:1024], "ReceivedAt": received_at,
             "ByteSize": len(body), "Sha256": digest, "Compression": compression,
             "CompressedSize": len(stored), "FormatVersion": FORMAT_VERSION, "ChunkCount": chunks,
         }
+        if inline:
+            head["Body"] = stored
         try:
             self.table.create_entity(head)
         except ResourceExistsError:  # a concurrent put of the same id won the race
@@ -175,6 +190,11 @@ class TableVault:
         return None
 
     def _stored_bytes(self, record: VaultRecord) -> bytes:
+        if record.chunk_count == 0 and record.inline is not None:
+            if len(record.inline) != record.compressed_size:
+                raise VaultCorruptionError(f"submission {record.source}/{record.submission_id}: stored body is "
+                                           f"{len(record.inline)} bytes, head says {record.compressed_size}")
+            return record.inline
         return read_chunks(self.table, record.source, record.submission_id,
                            record.chunk_count, record.compressed_size)
 

@@ -124,8 +124,7 @@ def test_migrate_on_start_applies_the_schema_on_first_database_use(postgres_serv
     """In Azure (MARKR_MIGRATE_ON_START=true) the first pool of a process brings the schema up to date."""
     import uuid
 
-    from shared import wiring
-    from shared.db.connection import pool
+    from shared import bootstrap
     from shared.db.migrations import migration_files
 
     name = f"m_{uuid.uuid4().hex[:10]}"
@@ -134,13 +133,13 @@ def test_migrate_on_start_applies_the_schema_on_first_database_use(postgres_serv
     url = f"{postgres_server.rpartition('/')[0]}/{name}"
     monkeypatch.setenv("MARKR_DATABASE_URL", url)
     monkeypatch.setenv("MARKR_MIGRATE_ON_START", "true")
-    wiring.reset()
+    bootstrap.reset()
     try:
-        with pool().connection() as conn:
+        with bootstrap.services().pool.connection() as conn:
             assert conn.execute("SELECT count(*) FROM student_results").fetchone() == (0,)
             applied = [row[0] for row in conn.execute("SELECT name FROM schema_migrations ORDER BY version")]
         assert applied == [path.name for _, path in migration_files()]
     finally:
-        wiring.reset()
+        bootstrap.reset()
         with psycopg.connect(postgres_server, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

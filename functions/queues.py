@@ -1,0 +1,89 @@
+"""Queue triggers as thin adapters: decode the messages, run the stage, settle per message.
+
+Batch triggers (cardinality many) complete or abandon a whole batch: that is all the Functions host
+can do. So a message that fails inside a batch must not fail the batch: `consume_batch` lets
+`isolate` find the messages that fail on their own, sends copies of just those to the stage's retry
+queue and returns, so the rest complete. The retry queue's trigger takes one message at a time and
+raises on failure, so Service Bus's own delivery count applies to that message alone and it is
+dead-lettered after maxDeliveryCount with its own reason (MaxDeliveryCountExceeded, the exception
+as description). Before raising it waits (RETRY_BACKOFF), because an abandoned message comes
+back at once and ten quick failures would burn every delivery within a second of an outage.
+A batch in which every message fails raises as a whole (an outage): it is redelivered as it was.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import azure.functions as func
+
+from shared.bootstrap import services
+from shared.bus.port import OutgoingMessage
+from shared.bus.queues import retry_queue
+from shared.pipeline import messages
+from shared.pipeline.stages import isolate
+from shared.telemetry import submission_context
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Sequence[dict[str, Any]]], Any]
+MAX_MESSAGE_ID = 128
+
+
+def retry_backoff(delivery_count: int) -> float:
+    """Seconds to hold a failed retry before abandoning it: 1, 2, 4 ... capped at 30."""
+    return float(min(2 ** max(delivery_count - 1, 0), 30))
+
+
+def _decode(queue: str, msg: func.ServiceBusMessage) -> dict[str, Any] | None:
+    try:
+        return messages.decode(queue, msg.get_body())
+    except messages.InvalidMessageError as exc:
+        # Can never succeed: logged once at error level and completed (retries would only burn).
+        log.error("dropping message %s from %s: %s", msg.message_id, queue, exc,
+                  extra={"submission_id": msg.correlation_id})
+        return None
+
+
+def retry_copy(queue: str, msg: func.ServiceBusMessage, error: Exception) -> OutgoingMessage:
+    suffix = "/retry"
+    return OutgoingMessage(
+        body=msg.get_body(), message_id=(msg.message_id or "")[: MAX_MESSAGE_ID - len(suffix)] + suffix,
+        content_type=msg.content_type or "application/json", correlation_id=msg.correlation_id,
+        application_properties={**(msg.application_properties or {}), "failedIn": queue,
+                                "firstError": f"{type(error).__name__}: {error}"[:500]},
+    )
+
+
+def consume_batch(queue: str, batch: list[func.ServiceBusMessage], handle: Handler) -> None:
+    decoded = [(msg, data) for msg in batch if (data := _decode(queue, msg)) is not None]
+    if not decoded:
+        return
+    failed = isolate(decoded, lambda items: handle([data for _, data in items]))
+    if failed:
+        for (msg, _), exc in failed:
+            log.warning("moving message %s to %s: %s: %s", msg.message_id, retry_queue(queue),
+                        type(exc).__name__, exc, extra={"submission_id": msg.correlation_id})
+        # If this send fails the batch raises and is redelivered whole; every stage is idempotent.
+        services().bus.send_many(retry_queue(queue), [retry_copy(queue, msg, exc) for (msg, _), exc in failed])
+
+
+def consume_retry(queue: str, msg: func.ServiceBusMessage, handle: Handler) -> None:
+    data = _decode(queue, msg)
+    if data is None:
+        return
+    with submission_context(data["submissionId"]):
+        try:
+            handle([data])
+        except Exception:
+            time.sleep(retry_backoff(msg.delivery_count or 1))
+            raise
+
+
+def consume_one(queue: str, msg: func.ServiceBusMessage, handle: Handler) -> None:
+    data = _decode(queue, msg)
+    if data is not None:
+        with submission_context(data["submissionId"]):
+            handle([data])

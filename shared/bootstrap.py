@@ -1,0 +1,185 @@
+"""The composition root: builds every adapter the app uses from its settings, once per process.
+
+Triggers, the ops CLI and the local host ask `services()` for what they need; nothing else builds
+clients, pools or credentials. Tests build a `Services` with replacements (fakes, or adapters pointed
+at their own database and table) and install it with `use()`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from functools import cached_property
+from typing import Any
+
+from shared.config import Settings, settings
+
+log = logging.getLogger(__name__)
+MIGRATION_RETRY_SECONDS = 10.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be used yet (e.g. its schema migration has not succeeded)."""
+
+
+class Services:
+    def __init__(self, config: Settings | None = None, **overrides: Any) -> None:
+        self.settings = config or settings()
+        self._lock = threading.Lock()
+        self._migrated = not self.settings.migrate_on_start
+        self._last_migration_attempt = 0.0
+        for name, value in overrides.items():
+            if name not in _BUILDABLE:
+                raise TypeError(f"unknown service {name!r}; one of {', '.join(_BUILDABLE)}")
+            self.__dict__[name] = value  # cached_property reads the instance dict first
+
+    @cached_property
+    def credential(self) -> Any:
+        """One Azure credential per process (managed identity in Azure), shared by every client."""
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+
+    @cached_property
+    def db_password(self) -> Any:
+        if not self.settings.database_entra_auth:
+            return None
+        from shared.db.connection import EntraPassword
+
+        return EntraPassword(self.credential)
+
+    @cached_property
+    def _pool(self) -> Any:
+        from shared.db.connection import make_pool
+
+        return make_pool(self.settings.database_url, max_size=self.settings.db_pool_max,
+                         password=self.db_password)
+
+    @property
+    def pool(self) -> Any:
+        """The process's PostgreSQL pool; with MARKR_MIGRATE_ON_START the schema is applied first."""
+        pool = self.__dict__.get("pool") or self._pool
+        if not self._migrated:
+            self._migrate()
+        return pool
+
+    def _migrate(self) -> None:
+        # A failed migration (roles still propagating, server restarting) is retried on a later
+        # use, at most every MIGRATION_RETRY_SECONDS; until then the database counts as unavailable.
+        with self._lock:
+            if self._migrated:
+                return
+            if time.monotonic() - self._last_migration_attempt < MIGRATION_RETRY_SECONDS \
+                    and self._last_migration_attempt:
+                raise DatabaseUnavailable("the database schema is not migrated yet; retry shortly")
+            self._last_migration_attempt = time.monotonic()
+            from shared.db.connection import connect
+            from shared.db.migrations import migrate
+
+            try:
+                migrate(self.settings.database_url, connect=lambda url, **kw: connect(url, self.db_password, **kw))
+            except Exception as exc:
+                log.warning("schema migration failed; retrying on a later request: %s", exc)
+                raise DatabaseUnavailable(f"the database schema could not be migrated: {exc}") from exc
+            self._migrated = True
+
+    def connect(self, **kwargs: Any) -> Any:
+        """A connection of its own (LISTEN, migrations), with the same credentials as the pool."""
+        from shared.db.connection import connect
+
+        return connect(self.settings.database_url, self.db_password, **kwargs)
+
+    @cached_property
+    def store(self) -> Any:
+        from shared.db.store import PostgresStore
+
+        return _LazyPoolStore(self, PostgresStore)
+
+    @cached_property
+    def bus(self) -> Any:
+        s = self.settings
+        if s.bus == "azure":
+            from shared.bus.azure_service_bus import AzureServiceBus
+
+            return AzureServiceBus.from_settings(s)
+        if s.bus != "local":
+            raise RuntimeError(f"MARKR_BUS must be 'local' or 'azure', not {s.bus!r}")
+        from shared.bus.local_engine import LocalQueueEngine
+
+        return LocalQueueEngine(s.database_url, pool=self.pool)
+
+    @cached_property
+    def bus_admin(self) -> Any:
+        s = self.settings
+        if s.bus == "azure":
+            from shared.ops.azure import AzureQueueOps
+
+            return AzureQueueOps.from_settings(s)
+        from shared.ops.local import LocalQueueOps
+
+        return LocalQueueOps(self.bus)
+
+    @cached_property
+    def vault(self) -> Any:
+        from shared.vault.table_vault import TableVault
+
+        return TableVault.from_settings(self.settings)
+
+    @cached_property
+    def status_waiter(self) -> Any:
+        from shared.db.status_waiter import StatusWaiter
+
+        return StatusWaiter(lambda: self.connect(autocommit=True), self.store.status)
+
+    def close(self) -> None:
+        for name in ("status_waiter", "bus_admin", "bus"):
+            service = self.__dict__.pop(name, None)
+            if service is not None and hasattr(service, "close"):
+                service.close()
+        for name in ("_pool", "pool"):
+            pool = self.__dict__.pop(name, None)
+            if pool is not None:
+                pool.close()
+
+
+class _LazyPoolStore:
+    """Builds the PostgresStore on first use, so asking for `services().store` opens no pool."""
+
+    def __init__(self, services: Services, factory: Any) -> None:
+        self._services = services
+        self._factory = factory
+        self._store: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._store is None:
+            self._store = self._factory(self._services.pool)
+        return getattr(self._store, name)
+
+
+_BUILDABLE = ("credential", "pool", "store", "bus", "bus_admin", "vault", "status_waiter")
+_current: Services | None = None
+_current_lock = threading.Lock()
+
+
+def services() -> Services:
+    global _current
+    if _current is None:
+        with _current_lock:
+            if _current is None:
+                _current = Services()
+    return _current
+
+
+def use(replacement: Services | None) -> None:
+    """Install the services the triggers will use (tests), closing the previous ones."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, replacement
+    if previous is not None and previous is not replacement:
+        previous.close()
+
+
+def reset() -> None:
+    """Forget the services and settings: the next use rebuilds them from the environment."""
+    use(None)
+    settings.cache_clear()

@@ -1,0 +1,69 @@
+"""The PipelineStore port on PostgreSQL: one transaction per call, set-based over a whole batch."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from psycopg_pool import ConnectionPool
+
+from shared.db import results, submissions
+from shared.domain.submission_status import Event, SubmissionStatus
+from shared.pipeline.messages import SubmissionRef
+from shared.pipeline.ports import Accepted, Marked, MarkingOutcome, Rejected, Statistics
+
+
+class PostgresStore:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def record_validation(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> None:
+        events = [Event(a.ref.submission_id, a.ref.source, a.ref.run_id, "validated", a.at,
+                        result_count=len(a.results), test_ids=a.test_ids, warnings=a.warnings) for a in accepted]
+        events += [Event(r.ref.submission_id, r.ref.source, r.ref.run_id, "rejected", r.at, errors=r.errors,
+                         error_count=r.error_count, result_count=r.result_count, warnings=r.warnings)
+                   for r in rejected]
+        with self.pool.connection() as conn, conn.transaction():
+            if accepted:
+                results.stage_many(conn, [(a.ref.submission_id, a.results) for a in accepted])
+            submissions.record_events(conn, events)
+
+    def apply_markings(self, refs: Sequence[SubmissionRef], at: datetime) -> MarkingOutcome:
+        outcome = MarkingOutcome()
+        with self.pool.connection() as conn, conn.transaction():
+            applied = results.apply_markings(conn, [(r.submission_id, r.run_id) for r in refs])
+            events = []
+            for ref in refs:
+                marking = applied[(ref.submission_id, ref.run_id)]
+                if marking is None:
+                    outcome.nothing_to_mark.append(ref)
+                    continue
+                outcome.marked.append(Marked(ref, marking.test_versions, marking.result_count,
+                                             marking.newly_applied))
+                events.append(Event(ref.submission_id, ref.source, ref.run_id, "marked", at,
+                                    result_count=marking.result_count, test_ids=tuple(sorted(marking.test_versions))))
+            submissions.record_events(conn, events)
+        return outcome
+
+    def refresh_statistics(self, test_versions: Mapping[str, int]) -> list[str]:
+        recomputed = []
+        with self.pool.connection() as conn:
+            for test_id in sorted(test_versions):  # one test per transaction: locks held briefly
+                if results.refresh_statistics(conn, test_id, test_versions[test_id]):
+                    recomputed.append(test_id)
+        return recomputed
+
+    def record_events(self, events: Sequence[Event]) -> list[SubmissionStatus]:
+        with self.pool.connection() as conn, conn.transaction():
+            return submissions.record_events(conn, events)
+
+    def status(self, submission_id: str) -> SubmissionStatus | None:
+        with self.pool.connection() as conn:
+            return submissions.get(conn, submission_id)
+
+    def statistics(self, test_id: str) -> Statistics | None:
+        with self.pool.connection() as conn:
+            return results.get_statistics(conn, test_id)
+
+    def ping(self) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("SELECT 1")

@@ -1,0 +1,107 @@
+"""The ports the use cases depend on, and the values that cross them.
+
+Adapters: `shared/db/store.py` (PostgreSQL) for PipelineStore, `shared/vault/table_vault.py` for
+Vault, `shared/bus/` for Bus; tests/fakes.py has in-memory versions of all three.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from shared.bus.port import Bus
+from shared.domain.results_document import TestResult
+from shared.domain.submission_status import Event, SubmissionStatus
+from shared.pipeline.messages import SubmissionRef
+from shared.vault.port import Vault
+
+__all__ = ["Bus", "Vault", "PipelineStore", "Accepted", "Rejected", "Marked", "Statistics", "Failure"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    stage: str
+    reason: str
+    description: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"stage": self.stage, "reason": self.reason, "description": self.description}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A document that passed validation: its rows, to be staged for marking."""
+
+    ref: SubmissionRef
+    results: Sequence[TestResult]
+    test_ids: tuple[str, ...]
+    warnings: tuple[dict, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Rejected:
+    ref: SubmissionRef
+    errors: tuple[dict, ...]
+    error_count: int
+    result_count: int
+    warnings: tuple[dict, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Marked:
+    """A submission merged into the results: the results version of each test it touched."""
+
+    ref: SubmissionRef
+    test_versions: Mapping[str, int]
+    result_count: int
+    newly_applied: bool = True
+
+
+@dataclass(frozen=True)
+class Statistics:
+    test_id: str
+    count: int
+    mean: float
+    stddev: float
+    min: float
+    max: float
+    p25: float
+    p50: float
+    p75: float
+    computed_version: int
+
+    def as_json(self) -> dict:
+        return {"mean": self.mean, "stddev": self.stddev, "min": self.min, "max": self.max,
+                "p25": self.p25, "p50": self.p50, "p75": self.p75, "count": self.count}
+
+
+@dataclass
+class MarkingOutcome:
+    marked: list[Marked] = field(default_factory=list)
+    nothing_to_mark: list[SubmissionRef] = field(default_factory=list)  # no validated rows
+
+
+class PipelineStore(Protocol):
+    """The pipeline's derived state (results, statistics, statuses). Each call is one transaction
+    and idempotent, so a redelivered message repeats it harmlessly."""
+
+    def record_validation(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> None:
+        """Stage the accepted documents' rows and move the statuses to validated / rejected."""
+
+    def apply_markings(self, refs: Sequence[SubmissionRef], at: datetime) -> MarkingOutcome:
+        """Merge each run's staged rows into the results once (highest marks kept); status -> marked."""
+
+    def refresh_statistics(self, test_versions: Mapping[str, int]) -> list[str]:
+        """Bring each test's statistics up to at least its version; returns the tests recomputed."""
+
+    def record_events(self, events: Sequence[Event]) -> list[SubmissionStatus]:
+        """Apply status events (the state machine in shared/domain/submission_status.py)."""
+
+    def status(self, submission_id: str) -> SubmissionStatus | None: ...
+
+    def statistics(self, test_id: str) -> Statistics | None: ...
+
+    def ping(self) -> None: ...
