@@ -3,7 +3,7 @@ import azure.functions as func
 
 from functions.http import serve
 from shared.bootstrap import services
-from shared.pipeline.queries import test_aggregate
+from shared.pipeline.queries import statistics_of
 
 bp = func.Blueprint()
 
@@ -11,4 +11,4 @@ bp = func.Blueprint()
 @bp.function_name("results_aggregate")
 @bp.route(route="results/{testId}/aggregate", methods=["GET"])
 def results_aggregate(req: func.HttpRequest) -> func.HttpResponse:
-    return serve(lambda: test_aggregate(req.route_params["testId"], store=services().store))
+    return serve(lambda: statistics_of(req.route_params["testId"], store=services().store))

@@ -19,6 +19,16 @@ from devhost.stack import ROOT, Azurite, Postgres
 from shared.db.migrations import migrate
 
 TEST_DIR = ROOT / ".local" / "test"
+LAYERS = ("unit", "integration", "e2e", "contract", "infra")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its folder's layer, so `scripts/test -m unit` is the fast loop."""
+    tests_root = Path(__file__).parent
+    for item in items:
+        parts = Path(item.fspath).relative_to(tests_root).parts
+        if parts and parts[0] in LAYERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
 TEMPLATE_DB = "markr_template"
 
 

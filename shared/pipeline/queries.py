@@ -50,7 +50,7 @@ def submission_status(submission_id: str, *, store: PipelineStore, vault: Vault,
                                         received_at=record.received_at))
 
 
-def test_aggregate(test_id: str, *, store: PipelineStore) -> Problem | StatisticsFound:
+def statistics_of(test_id: str, *, store: PipelineStore) -> Problem | StatisticsFound:
     bad = invalid_identifier(test_id)
     if bad:
         return Problem("invalid-test-id", f"test id {test_id!r} {bad}")

@@ -29,16 +29,21 @@ def test_http_functions_routes_and_methods():
 
 def test_queue_functions_consume_their_own_queue_through_one_connection_setting():
     b = bindings()
-    consumers = {name: (spec["queueName"], spec["connection"]) for name, spec in b.items()
-                 if spec["type"] == "serviceBusTrigger"}
+    consumers = {name: (spec["queueName"], spec["connection"], spec.get("cardinality", "one"))
+                 for name, spec in b.items() if spec["type"] == "serviceBusTrigger"}
+    retry = queues.retry_queue
     assert consumers == {
-        "validator": (queues.VALIDATION, "ServiceBusConnection"),
-        "marker": (queues.MARKING, "ServiceBusConnection"),
-        "notifier": (queues.NOTIFICATION, "ServiceBusConnection"),
-        "aggregator": (queues.AGGREGATION, "ServiceBusConnection"),
+        "validator": (queues.VALIDATION, "ServiceBusConnection", "many"),
+        "marker": (queues.MARKING, "ServiceBusConnection", "many"),
+        "aggregator": (queues.AGGREGATION, "ServiceBusConnection", "many"),
+        # Messages that failed inside a batch are retried one at a time, so each dead-letters alone.
+        "validator_retry": (retry(queues.VALIDATION), "ServiceBusConnection", "one"),
+        "marker_retry": (retry(queues.MARKING), "ServiceBusConnection", "one"),
+        "aggregator_retry": (retry(queues.AGGREGATION), "ServiceBusConnection", "one"),
+        "notifier": (queues.NOTIFICATION, "ServiceBusConnection", "one"),
     }
     # Every queue a function consumes is defined once, in infra/queues.json.
-    assert {q for q, _ in consumers.values()} == set(queues.queue_definitions())
+    assert {q for q, _, _ in consumers.values()} == set(queues.queue_definitions())
 
 
 def test_dead_letter_sweeper_runs_on_the_configured_schedule():

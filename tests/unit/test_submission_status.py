@@ -81,3 +81,17 @@ def test_replay_starts_a_new_run_and_ignores_the_old_runs_late_events():
                 for e in HAPPY]
     done = run_events([*HAPPY, *replayed])
     assert done.status == "completed" and done.run_id == REPLAY
+
+
+@pytest.mark.parametrize("settled", ["completed", "rejected"])
+def test_a_late_failure_changes_nothing_of_a_settled_run(settled):
+    events = HAPPY if settled == "completed" else [ev("received"), ev("rejected", minutes=1, error_count=1)]
+    before = run_events(events)
+    after = run_events([*events, ev("failed", minutes=9, failure={"stage": "marking", "reason": "r"})])
+    assert after == before  # not only the status: no failure, no failed_at either
+    assert after.failure is None and after.failed_at is None
+
+
+def test_the_batched_aggregator_reports_all_of_a_submissions_tests_at_once():
+    state = run_events([*HAPPY[:3], ev("aggregated", minutes=3, test_ids=("a", "b"))])
+    assert state.status == "completed" and state.aggregated_test_ids == ("a", "b")

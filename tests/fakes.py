@@ -1,0 +1,197 @@
+"""In-memory fakes of the ports (Vault, Bus, PipelineStore) for fast unit tests of the use cases.
+
+They follow the adapters' contracts, with the domain's own rules as their logic: the store merges
+marks with shared/domain/scoring_policy.py and moves statuses with the state machine, so a unit test
+of a stage checks the same rules the SQL is tested against in tests/integration.
+"""
+from __future__ import annotations
+
+import hashlib
+import statistics as stats
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from shared.bus.port import OutgoingMessage
+from shared.domain.scoring_policy import BestMarks
+from shared.domain.submission_status import Event, SubmissionStatus, apply
+from shared.pipeline.messages import SubmissionRef
+from shared.pipeline.ports import Accepted, Marked, MarkingOutcome, Rejected, Statistics
+from shared.vault import body as bodies
+from shared.vault.model import VaultRecord
+
+
+class FakeVault:
+    def __init__(self, inline_limit: int = 48 * 1024) -> None:
+        self.records: dict[tuple[str, str], VaultRecord] = {}
+        self.stored: dict[tuple[str, str], bytes] = {}
+        self.inline_limit = inline_limit
+        self.fail_puts = False
+        self.reads = 0
+
+    def put(self, *, source, submission_id, content_type, body, received_at) -> VaultRecord:
+        if self.fail_puts:
+            raise ConnectionError("storage is down")
+        compression, stored = bodies.compress(body)
+        inline = stored if len(stored) <= self.inline_limit else None
+        record = VaultRecord(source, submission_id, content_type, received_at, len(body),
+                             hashlib.sha256(body).hexdigest(), compression, len(stored), 1,
+                             0 if inline is not None else 1, {}, inline)
+        self.records[(source, submission_id)] = record
+        self.stored[(source, submission_id)] = stored
+        return record
+
+    def get(self, source, submission_id):
+        self.reads += 1
+        return self.records.get((source, submission_id))
+
+    def find(self, submission_id):
+        return next((r for (_, sid), r in self.records.items() if sid == submission_id), None)
+
+    def list(self, *, source=None, since=None):
+        return iter(sorted(self.records.values(), key=lambda r: (r.source, r.submission_id)))
+
+    def read_body(self, record):
+        return bodies.decompress(record, self.stored[(record.source, record.submission_id)])
+
+    def open_body(self, record):
+        return bodies.open_stream(record, self.stored[(record.source, record.submission_id)])
+
+    def record_status(self, source, submission_id, fields: Mapping[str, object]) -> None:
+        record = self.records[(source, submission_id)]
+        record.status.update(fields)
+
+    def ping(self) -> None:
+        if self.fail_puts:
+            raise ConnectionError("storage is down")
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, OutgoingMessage]] = []
+        self.fail_sends = False
+        self._seen: set[tuple[str, str]] = set()
+
+    def send(self, queue: str, message: OutgoingMessage) -> None:
+        self.send_many(queue, [message])
+
+    def send_many(self, queue: str, messages: list[OutgoingMessage]) -> None:
+        if self.fail_sends:
+            raise ConnectionError("the bus is down")
+        for m in messages:
+            if (queue, m.message_id) not in self._seen:  # duplicate detection
+                self._seen.add((queue, m.message_id))
+                self.sent.append((queue, m))
+
+    def on(self, queue: str) -> list[OutgoingMessage]:
+        return [m for q, m in self.sent if q == queue]
+
+    def ping(self) -> None:
+        if self.fail_sends:
+            raise ConnectionError("the bus is down")
+
+    def close(self) -> None:
+        pass
+
+
+class FakeStore:
+    """The PipelineStore contract in memory; `fail` makes calls raise (an outage)."""
+
+    def __init__(self) -> None:
+        self.staged: dict[str, list] = {}
+        self.applied: dict[tuple[str, str], Marked] = {}
+        self.best: dict[tuple[str, str], BestMarks] = {}
+        self.versions: dict[str, int] = {}
+        self.computed: dict[str, int] = {}
+        self.recomputations: list[str] = []
+        self.states: dict[str, SubmissionStatus] = {}
+        self.fail: Exception | None = None
+        self.fail_for: set[str] = set()  # submission ids whose store calls raise
+
+    def _check(self, ids: Sequence[str]) -> None:
+        if self.fail is not None:
+            raise self.fail
+        bad = self.fail_for.intersection(ids)
+        if bad:
+            raise RuntimeError(f"constraint violated for {sorted(bad)}")
+
+    def record_validation(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> None:
+        self._check([a.ref.submission_id for a in accepted] + [r.ref.submission_id for r in rejected])
+        for a in accepted:
+            self.staged[a.ref.submission_id] = list(a.results)
+        self.record_events(
+            [Event(a.ref.submission_id, a.ref.source, a.ref.run_id, "validated", a.at,
+                   result_count=len(a.results), test_ids=a.test_ids, warnings=a.warnings) for a in accepted]
+            + [Event(r.ref.submission_id, r.ref.source, r.ref.run_id, "rejected", r.at, errors=r.errors,
+                     error_count=r.error_count, warnings=r.warnings) for r in rejected])
+
+    def apply_markings(self, refs: Sequence[SubmissionRef], at: datetime) -> MarkingOutcome:
+        self._check([r.submission_id for r in refs])
+        outcome = MarkingOutcome()
+        touched: set[str] = set()
+        new: list[SubmissionRef] = []
+        for ref in refs:
+            key = (ref.submission_id, ref.run_id)
+            if key in self.applied:
+                done = self.applied[key]
+                outcome.marked.append(Marked(ref, done.test_versions, done.result_count, newly_applied=False))
+            elif not self.staged.get(ref.submission_id):
+                outcome.nothing_to_mark.append(ref)
+            else:
+                new.append(ref)
+                for r in self.staged[ref.submission_id]:
+                    k = (r.test_id, r.student_number)
+                    seen = self.best.get(k)
+                    self.best[k] = BestMarks(max(seen.available, r.available) if seen else r.available,
+                                             max(seen.obtained, r.obtained) if seen else r.obtained)
+                    touched.add(r.test_id)
+        for test_id in sorted(touched):  # one bump per test per batch
+            self.versions[test_id] = self.versions.get(test_id, 0) + 1
+        for ref in new:
+            rows = self.staged[ref.submission_id]
+            marked = Marked(ref, {r.test_id: self.versions[r.test_id] for r in rows}, len(rows))
+            self.applied[(ref.submission_id, ref.run_id)] = marked
+            outcome.marked.append(marked)
+        self.record_events([Event(m.ref.submission_id, m.ref.source, m.ref.run_id, "marked", at,
+                                  result_count=m.result_count, test_ids=tuple(sorted(m.test_versions)))
+                            for m in outcome.marked])
+        return outcome
+
+    def refresh_statistics(self, test_versions: Mapping[str, int]) -> list[str]:
+        self._check([])
+        recomputed = []
+        for test_id, version in sorted(test_versions.items()):
+            if self.computed.get(test_id, 0) >= version:
+                continue
+            self.computed[test_id] = self.versions[test_id]
+            self.recomputations.append(test_id)
+            recomputed.append(test_id)
+        return recomputed
+
+    def record_events(self, events: Sequence[Event]) -> list[SubmissionStatus]:
+        self._check([e.submission_id for e in events])
+        order: list[str] = []
+        for e in events:
+            self.states[e.submission_id] = apply(self.states.get(e.submission_id), e)
+            if e.submission_id not in order:
+                order.append(e.submission_id)
+        return [self.states[sid] for sid in order]
+
+    def status(self, submission_id: str) -> SubmissionStatus | None:
+        self._check([])
+        return self.states.get(submission_id)
+
+    def statistics(self, test_id: str) -> Statistics | None:
+        self._check([])
+        if test_id not in self.computed:
+            return None
+        pct = sorted(b.percent for (t, _), b in self.best.items() if t == test_id)
+        q = stats.quantiles(pct, n=4, method="inclusive") if len(pct) > 1 else [pct[0]] * 3
+        return Statistics(test_id, len(pct), stats.fmean(pct), stats.pstdev(pct), pct[0], pct[-1], q[0], q[1], q[2],
+                          self.computed[test_id])
+
+    def ping(self) -> None:
+        self._check([])
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

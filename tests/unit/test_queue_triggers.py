@@ -1,0 +1,110 @@
+"""The registered queue functions, called as the host calls them, on in-memory ports."""
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import azure.functions as func
+import pytest
+from azure.functions.servicebus import ServiceBusMessage
+
+import function_app
+from devhost.discovery import indexed_functions
+from functions import queues as queue_triggers
+from shared import bootstrap
+from shared.bus.queues import MARKING, VALIDATION, retry_queue
+from shared.config import settings
+from shared.pipeline import messages
+from shared.pipeline.messages import SubmissionRef
+from tests.fakes import FakeBus, FakeStore, FakeVault
+
+IDS = ["01ARZ3NDEKTSV4RRFFQ69G5FA" + c for c in "VWXYZ"]
+
+
+@pytest.fixture
+def fakes():
+    vault, bus, store = FakeVault(), FakeBus(), FakeStore()
+    bootstrap.use(bootstrap.Services(settings(), vault=vault, bus=bus, store=store))
+    yield vault, bus, store
+    bootstrap.use(None)
+
+
+def function(name: str):
+    return next(fn for fn in indexed_functions(function_app.app) if fn.get_function_name() == name).get_user_function()
+
+
+def delivered(message, delivery_count: int = 1) -> ServiceBusMessage:
+    return ServiceBusMessage(body=message.body, message_id=message.message_id, correlation_id=message.correlation_id,
+                             content_type=message.content_type, delivery_count=delivery_count,
+                             application_properties=dict(message.application_properties),
+                             user_properties=dict(message.application_properties))
+
+
+def marking_messages(ids):
+    return [messages.marking(SubmissionRef(sid, "default", sid)) for sid in ids]
+
+
+def test_a_message_failing_inside_a_batch_moves_alone_to_the_retry_queue(fakes):
+    _, bus, store = fakes
+    for sid in IDS[:3]:
+        store.staged[sid] = []  # nothing staged: marks fail permanently, which is fine here
+    store.fail_for = {IDS[1]}
+    function("marker")([delivered(m) for m in marking_messages(IDS[:3])])  # returns: the batch completes
+    moved = bus.on(retry_queue(MARKING))
+    assert [json.loads(m.body)["submissionId"] for m in moved] == [IDS[1]]
+    assert moved[0].message_id == f"{IDS[1]}/{IDS[1]}/marking/retry"
+    assert "constraint violated" in moved[0].application_properties["firstError"]
+    assert {sid: store.states[sid].status for sid in (IDS[0], IDS[2])} == {IDS[0]: "failed", IDS[2]: "failed"}
+    assert IDS[1] not in store.states
+
+
+def test_a_batch_whose_every_message_fails_raises_to_be_redelivered_whole(fakes):
+    _, bus, store = fakes
+    store.fail = ConnectionError("database down")
+    with pytest.raises(ConnectionError):
+        function("marker")([delivered(m) for m in marking_messages(IDS[:2])])
+    assert bus.on(retry_queue(MARKING)) == []
+
+
+def test_the_retry_trigger_backs_off_then_raises_so_the_broker_counts_deliveries(fakes, monkeypatch):
+    _, bus, store = fakes
+    slept = []
+    monkeypatch.setattr(queue_triggers.time, "sleep", slept.append)
+    store.fail = ConnectionError("still down")
+    (message,) = marking_messages(IDS[:1])
+    for count in (1, 2, 3, 9):
+        with pytest.raises(ConnectionError):
+            function("marker_retry")(delivered(message, delivery_count=count))
+    assert slept == [1.0, 2.0, 4.0, 30.0]
+    store.fail = None
+    function("marker_retry")(delivered(message, delivery_count=10))  # succeeds: no wait, no raise
+    assert slept == [1.0, 2.0, 4.0, 30.0]
+
+
+def test_a_message_that_does_not_match_its_schema_is_dropped_not_retried(fakes):
+    _, bus, _ = fakes
+    junk = ServiceBusMessage(body=b'{"nonsense": true}', message_id="junk", user_properties={}, application_properties={})
+    function("validator")([junk])
+    assert bus.sent == []
+
+
+def test_the_validator_accepts_a_batch_and_passes_it_on(fakes):
+    vault, bus, store = fakes
+    from tests.documents import make_document
+
+    for sid in IDS[:2]:
+        record = vault.put(source="default", submission_id=sid, content_type="text/xml+markr",
+                           body=make_document([{"test_id": "t", "student_number": sid}]),
+                           received_at=datetime.now(UTC))
+        assert record.inline is not None
+    batch = [delivered(messages.validation(SubmissionRef(sid, "default", sid))) for sid in IDS[:2]]
+    function("validator")(batch)
+    assert [json.loads(m.body)["submissionId"] for m in bus.on(MARKING)] == IDS[:2]
+    assert bus.on(retry_queue(VALIDATION)) == []
+    assert all(store.states[sid].status == "validated" for sid in IDS[:2])
+
+
+def test_batch_functions_take_lists(fakes):
+    for name in ("validator", "marker", "aggregator"):
+        fn = next(f for f in indexed_functions(function_app.app) if f.get_function_name() == name)
+        assert fn.get_trigger().get_dict_repr()["cardinality"] == func.Cardinality.MANY
