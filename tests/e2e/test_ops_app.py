@@ -69,7 +69,7 @@ def cli(app: AppHost, *args: str, input: str | None = None) -> Result:
 @contextlib.contextmanager
 def start_app(database_url: str, vault_storage: str, vault_table: str, monkeypatch: pytest.MonkeyPatch,
               tmp_path: Path, *, sweep_schedule: str = "*/1 * * * * *") -> Iterator[AppHost]:
-    from shared import wiring
+    from shared import bootstrap
     from shared.bus.local_engine import LocalQueueEngine
 
     for name, value in {"MARKR_DATABASE_URL": database_url, "VaultStorage": vault_storage,
@@ -79,7 +79,7 @@ def start_app(database_url: str, vault_storage: str, vault_table: str, monkeypat
         monkeypatch.setenv(name, value)
     settings_file = tmp_path / "ops.settings.json"
     settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))
-    wiring.reset()
+    bootstrap.reset()
     # A FunctionApp indexes its functions only once, so each host gets a fresh one, built by running
     # function_app.py as a module of its own (sys.modules["function_app"] stays untouched for others).
     spec = importlib.util.spec_from_file_location("function_app_for_ops_tests", ROOT / "function_app.py")
@@ -92,4 +92,4 @@ def start_app(database_url: str, vault_storage: str, vault_table: str, monkeypat
     finally:
         host.stop(10)
         engine.close()
-        wiring.reset()
+        bootstrap.reset()

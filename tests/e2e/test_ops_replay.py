@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared import wiring
+from shared import bootstrap
 from shared.ops.replay import Checkpoint, reprocess
 from tests.documents import make_document
 from tests.e2e.test_ops_app import FINAL, AppHost, cli, post_document, start_app
@@ -131,7 +131,7 @@ def test_interrupted_reprocess_resumes_from_its_checkpoint(app: AppHost, origina
     checkpoint = tmp_path / "reprocess.jsonl"
     with pytest.raises(ConnectionError):
         # batches of 2: two sends per batch, so the third send (batch 2) fails after one batch
-        reprocess(vault=wiring.vault(), bus=FailingBus(wiring.bus(), 3), checkpoint=checkpoint, batch=2)
+        reprocess(vault=bootstrap.services().vault, bus=FailingBus(bootstrap.services().bus, 3), checkpoint=checkpoint, batch=2)
     assert len(Checkpoint.load(checkpoint).runs) == 2
     with checkpoint.open("a") as out:
         out.write('{"submissionId": "01')  # killed in the middle of writing a line

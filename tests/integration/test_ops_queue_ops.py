@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from markr_ops.cli import main
-from shared import wiring
+from shared import bootstrap
 from shared.bus.local_engine import LocalQueueEngine
 from shared.bus.port import OutgoingMessage
 from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION
@@ -147,13 +147,13 @@ def run_cli(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("MARKR_BUS", "local")
     settings = tmp_path / "settings.json"
     settings.write_text('{"Values": {}}')
-    wiring.reset()
+    bootstrap.reset()
 
     def run(*args: str, input: str | None = None) -> Result:
         return CliRunner().invoke(main, ["--settings", str(settings), *args], input=input, env={"COLUMNS": "250"})
 
     yield run
-    wiring.reset()
+    bootstrap.reset()
 
 
 def test_cli_exit_codes(run_cli, engine: LocalQueueEngine) -> None:
@@ -188,10 +188,10 @@ def test_cli_reports_an_unreachable_database_in_one_line(monkeypatch: pytest.Mon
     monkeypatch.setenv("MARKR_BUS", "local")
     settings = tmp_path / "settings.json"
     settings.write_text('{"Values": {}}')
-    wiring.reset()
+    bootstrap.reset()
     try:
         result = CliRunner().invoke(main, ["--settings", str(settings), "queues"])
     finally:
-        wiring.reset()
+        bootstrap.reset()
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and "Traceback" not in result.output

@@ -12,7 +12,7 @@ from functions.http import respond, serve
 from shared.domain.submission_status import Status, SubmissionStatus
 from shared.pipeline import health
 from shared.pipeline.outcomes import ImportPending, ImportSettled, Problem
-from shared.pipeline.queries import submission_status, statistics_of
+from shared.pipeline.queries import statistics_of, submission_status
 from shared.pipeline.receive import ImportRequest, import_document
 from tests.fakes import FakeBus, FakeStore, FakeVault
 

@@ -14,7 +14,7 @@ import time
 
 import azure.functions as func
 
-from shared.db.connection import pool
+from shared.bootstrap import services
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slow_attempts (
@@ -32,11 +32,11 @@ app = func.FunctionApp()
 @app.function_name("slow_worker")
 @app.service_bus_queue_trigger(arg_name="msg", queue_name="%SLOW_APP_QUEUE%", connection="ServiceBusConnection")
 def slow_worker(msg: func.ServiceBusMessage) -> None:
-    with pool().connection() as conn:
+    with services().pool.connection() as conn:
         conn.execute("INSERT INTO slow_attempts (message_id, delivery_count, pid) VALUES (%s, %s, %s)",
                      (msg.message_id, msg.delivery_count, os.getpid()))
     time.sleep(float(os.environ.get("SLOW_APP_SECONDS", "1")))
-    with pool().connection() as conn:
+    with services().pool.connection() as conn:
         claimed = conn.execute(
             "INSERT INTO slow_completions (message_id, delivery_count, pid) VALUES (%s, %s, %s)"
             " ON CONFLICT (message_id) DO NOTHING RETURNING 1",
