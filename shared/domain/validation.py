@@ -11,16 +11,16 @@ import json
 import re
 from datetime import datetime
 from functools import cache, lru_cache
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+import schemas
 from shared.domain.model import Problem, TestResult
 from shared.domain.xml_reader import RawResult
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "results-document.schema.json"
+SCHEMA_NAME = "results-document.schema.json"
 
 # Whole numbers follow the xs:integer lexical form after trimming surrounding whitespace: an optional
 # sign and ASCII digits. So " 12 ", "+12" and "007" are 12 and 7; "-1" is a whole number that is then
@@ -44,7 +44,7 @@ _SUMMARY_ATTRS = ("available", "obtained")
 
 @cache
 def results_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schemas.resource(SCHEMA_NAME)
 
 
 @cache

@@ -12,16 +12,14 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, lru_cache
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+import schemas
 from shared.bus import queues
 from shared.bus.port import OutgoingMessage
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "messages"
 
 
 class InvalidMessageError(ValueError):
@@ -59,15 +57,15 @@ class InlineBody:
 @lru_cache(maxsize=1)
 def _registry() -> Registry:
     resources = []
-    for path in SCHEMAS.glob("*.schema.json"):
-        schema = json.loads(path.read_text())
+    for name in schemas.names("messages"):
+        schema = schemas.resource(name)
         resources.append((schema["$id"], Resource.from_contents(schema)))
     return Registry().with_resources(resources)
 
 
 @cache
 def _validator(queue: str) -> Draft202012Validator:
-    schema = json.loads((SCHEMAS / f"{queue}.schema.json").read_text())
+    schema = schemas.resource(f"messages/{queue}.schema.json")
     return Draft202012Validator(schema, registry=_registry(),
                                 format_checker=Draft202012Validator.FORMAT_CHECKER)
 
