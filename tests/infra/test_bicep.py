@@ -14,6 +14,7 @@ from tests.infra.bicep_model import (
     accessor_path,
     bicep_files,
     body,
+    depends_on,
     evaluate,
     loop,
     parse,
@@ -248,6 +249,48 @@ def test_postgres_uses_entra_auth_with_the_app_identity_as_admin() -> None:
     assert params["databaseName"] == "markr"
     assert accessor_path(params["appPrincipalId"]) == ["identity", "outputs", "principalId"]
     assert accessor_path(params["appPrincipalName"]) == ["identity", "outputs", "name"]
+
+
+POSTGRES = "modules/postgres.bicep"
+# server -> firewall -> app admin -> database -> settings -> operator admin (issue #12): a database
+# created before any Entra admin exists is owned by azuresu and the app cannot create its schemas.
+POSTGRES_ORDER = ["server", "allowAzure", "appAdmin", "database", "logConnections", "operatorAdmin"]
+
+
+def test_postgres_resources_deploy_in_one_chain_app_admin_before_database() -> None:
+    resources = parse(POSTGRES)["resources"]
+    assert set(resources) == set(POSTGRES_ORDER), "a new PostgreSQL resource must join the chain below"
+    for child in POSTGRES_ORDER[1:]:
+        assert body(resources[child])["parent"] == "server", f"{child} must be a child of the server"
+    for before, after in zip(POSTGRES_ORDER[1:], POSTGRES_ORDER[2:]):
+        assert depends_on(POSTGRES, after) == [before], (
+            f"{after} must dependsOn exactly [{before}] (order: {' -> '.join(POSTGRES_ORDER)})")
+    assert "dependsOn" not in body(resources["allowAzure"])  # first after the server (its parent)
+
+
+@pytest.mark.parametrize(("principal_id", "principal_name", "created"), [
+    ("", "", False),
+    ("00000000-0000-0000-0000-00000000000a", "", False),  # azd fills the id even when no name is set
+    ("", "ops@example.com", False),
+    ("00000000-0000-0000-0000-00000000000a", "ops@example.com", True),
+])
+def test_operator_admin_only_when_both_id_and_name_are_set(principal_id: str, principal_name: str,
+                                                           created: bool) -> None:
+    module = parse(POSTGRES)
+    env = {"operatorPrincipalId": principal_id, "operatorPrincipalName": principal_name}
+    env["createOperatorAdmin"] = evaluate(module["variables"]["createOperatorAdmin"]["value"], env)
+    declaration = resource(POSTGRES, "operatorAdmin")
+    assert evaluate(declaration["config"]["condition"], env) is created
+    if created:
+        config = body(declaration)
+        assert evaluate(config["name"], env) == principal_id
+        assert evaluate(config["properties"]["principalName"], env) == principal_name
+
+
+def test_azd_passes_the_operator_name_from_its_own_variable() -> None:
+    azd = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert azd["operatorPrincipalId"]["value"] == "${AZURE_PRINCIPAL_ID=}"
+    assert azd["operatorPrincipalName"]["value"] == "${MARKR_OPERATOR_NAME=}"  # empty unless set
 
 
 ROLE_IDS = {
