@@ -38,6 +38,7 @@ NOT_SET_IN_AZURE = {
 AZURE_ONLY = {
     "AZURE_CLIENT_ID": "DefaultAzureCredential picks the user-assigned identity by this client id",
     "PYTHON_ENABLE_OPENTELEMETRY": "the Python worker passes the host's trace context to OpenTelemetry",
+    "MARKR_DB_POOL_MAX": "PostgreSQL pool size per process, sized per profile (tests/infra/test_connection_budget.py)",
 }
 IDENTITY_SUFFIXES = {"fullyQualifiedNamespace", "credential", "clientId", "accountName",
                      "tableServiceUri", "blobServiceUri", "queueServiceUri"}
@@ -121,7 +122,7 @@ def test_queues_json_holds_the_required_queue_settings() -> None:
     spec = queue_spec()
     for queue in spec["queues"]:
         merged = {**spec["defaults"], **queue}
-        assert merged["lockDuration"] == "PT5M"
+        # lockDuration: tests/infra/test_host_settings.py (at most PT1M, renewed by the host)
         assert merged["defaultMessageTimeToLive"] == "P14D"
         assert merged["requiresDuplicateDetection"] is True
         assert merged["duplicateDetectionHistoryTimeWindow"] == "P1D"
@@ -207,9 +208,23 @@ def test_app_settings_values_match_the_deployment() -> None:
     assert settings["ServiceBusConnection__fullyQualifiedNamespace"] == "serviceBusFullyQualifiedNamespace"
     assert settings["VaultStorage__tableServiceUri"] == "tableEndpoint"
     params = parse(FUNCTION_APP)["parameters"]
+    assert settings["MARKR_DB_POOL_MAX"] == {"function": {"type": "string", "parameters": {
+        "value_to_convert": "dbPoolMax"}}}
     for value in settings.values():  # identifiers must be declared parameters
-        if re.fullmatch(r"[a-z]+[A-Z][A-Za-z]*", value):  # camelCase = an identifier, not a literal
+        if isinstance(value, str) and re.fullmatch(r"[a-z]+[A-Z][A-Za-z]*", value):  # camelCase = identifier
             assert value in params, f"app setting refers to undeclared {value!r}"
+
+
+def test_telemetry_is_exported_once_by_our_own_configure_azure_monitor() -> None:
+    """shared/telemetry.py calls configure_azure_monitor() itself. PYTHON_ENABLE_OPENTELEMETRY=true only
+    lets the worker hand the host's trace context to OpenTelemetry; PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY
+    =true would make the worker call configure_azure_monitor() too, and everything would be sent twice."""
+    settings = app_settings()
+    assert settings["PYTHON_ENABLE_OPENTELEMETRY"] == "true"
+    assert "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY" not in settings
+    assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "appInsightsConnectionString"
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"  # the host's own logs go out once, as OpenTelemetry
 
 
 # ---- the function app, storage, database ---------------------------------------------------------
