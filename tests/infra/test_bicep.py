@@ -277,7 +277,7 @@ def test_postgres_resources_deploy_in_one_chain_app_admin_before_database() -> N
     assert set(resources) == set(POSTGRES_ORDER), "a new PostgreSQL resource must join the chain below"
     for child in POSTGRES_ORDER[1:]:
         assert body(resources[child])["parent"] == "server", f"{child} must be a child of the server"
-    for before, after in zip(POSTGRES_ORDER[1:], POSTGRES_ORDER[2:]):
+    for before, after in zip(POSTGRES_ORDER[1:-1], POSTGRES_ORDER[2:], strict=True):
         assert depends_on(POSTGRES, after) == [before], (
             f"{after} must dependsOn exactly [{before}] (order: {' -> '.join(POSTGRES_ORDER)})")
     assert "dependsOn" not in body(resources["allowAzure"])  # first after the server (its parent)
