@@ -31,7 +31,13 @@ var queueSpec = loadJsonContent('queues.json')
 
 var sizing = {
   dev: {
-    maximumInstanceCount: 10
+    // maximumInstanceCount caps EACH Flex Consumption function group (HTTP functions = one group, every
+    // other function its own group), not the app. With MARKR_DB_POOL_MAX connections per process plus
+    // one LISTEN connection, the worst case is groups x maximumInstanceCount x (dbPoolMax + 1); it must
+    // stay under the server's max_connections. tests/infra/test_connection_budget.py checks it and
+    // docs/deploy.md ("PostgreSQL connections") shows the arithmetic: change both together.
+    maximumInstanceCount: 3
+    dbPoolMax: 10
     instanceMemoryMB: 2048
     postgresSku: { name: 'Standard_B2s', tier: 'Burstable' }
     postgresStorageGB: 32
@@ -40,7 +46,8 @@ var sizing = {
     activeMessagesThreshold: 1000
   }
   prod: {
-    maximumInstanceCount: 40
+    maximumInstanceCount: 8
+    dbPoolMax: 10
     instanceMemoryMB: 2048
     postgresSku: { name: 'Standard_D2ds_v5', tier: 'GeneralPurpose' }
     postgresStorageGB: 128
@@ -159,6 +166,7 @@ module functionApp 'modules/functionapp.bicep' = {
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     maximumInstanceCount: sizing.maximumInstanceCount
     instanceMemoryMB: sizing.instanceMemoryMB
+    dbPoolMax: sizing.dbPoolMax
   }
 }
 

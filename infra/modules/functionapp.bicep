@@ -19,7 +19,11 @@ param databaseName string
 param appInsightsConnectionString string
 @minValue(1)
 @maxValue(1000)
+@description('Flex Consumption cap on on-demand instances, applied to each function group separately.')
 param maximumInstanceCount int
+@minValue(1)
+@description('Size of the PostgreSQL connection pool in each worker process (MARKR_DB_POOL_MAX).')
+param dbPoolMax int
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int
 @description('NCRONTAB schedule of the dead-letter sweeper (timer trigger).')
@@ -50,6 +54,8 @@ var appSettings = {
   MARKR_DATABASE_URL: 'postgresql://${identityName}@${postgresHost}:5432/${databaseName}?sslmode=require'
   MARKR_DATABASE_ENTRA_AUTH: 'true'
   MARKR_MIGRATE_ON_START: 'true' // the app identity applies (and so owns) the schema
+  // Connections per process; sized per profile against the server's max_connections (main.bicep sizing).
+  MARKR_DB_POOL_MAX: string(dbPoolMax)
   MARKR_BUS: 'azure'
   // Service Bus triggers (connection "ServiceBusConnection") and the Bus adapter, identity-based.
   ServiceBusConnection__fullyQualifiedNamespace: serviceBusFullyQualifiedNamespace

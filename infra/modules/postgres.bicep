@@ -46,6 +46,12 @@ resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@202
   properties: { startIpAddress: '0.0.0.0', endIpAddress: '0.0.0.0' }
 }
 
+// Deployment order matters on an Entra-only server (each step dependsOn the one before):
+//   server -> firewall rule -> app admin -> database -> server settings -> operator admin.
+// A database created before any Entra administrator exists is owned by `azuresu`, and the app
+// identity then cannot create its schemas (`CREATE SCHEMA bus` fails at the first migration). With
+// the app identity already an admin, the database is created with the privileges the migrations need.
+// The server also accepts one administrator change at a time, so the two admins never run in parallel.
 resource appAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2024-08-01' = {
   parent: server
   name: appPrincipalId
@@ -57,20 +63,10 @@ resource appAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2024
   }
 }
 
-resource operatorAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2024-08-01' = if (!empty(operatorPrincipalId)) {
-  parent: server
-  name: empty(operatorPrincipalId) ? 'none' : operatorPrincipalId
-  dependsOn: [appAdmin] // the server accepts one administrator change at a time
-  properties: {
-    principalType: operatorPrincipalType
-    principalName: operatorPrincipalName
-    tenantId: tenant().tenantId
-  }
-}
-
 resource database 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2024-08-01' = {
   parent: server
   name: databaseName
+  dependsOn: [appAdmin]
   properties: { charset: 'UTF8', collation: 'en_US.utf8' }
 }
 
@@ -80,6 +76,22 @@ resource logConnections 'Microsoft.DBforPostgreSQL/flexibleServers/configuration
   name: 'log_connections'
   dependsOn: [database]
   properties: { value: 'on', source: 'user-override' }
+}
+
+// Optional second admin for a person or group. azd always fills operatorPrincipalId (the signed-in
+// user), so the id alone is no signal: an admin needs a display name too, and without one ARM would
+// create an administrator with an empty name. Created only when both are given.
+var createOperatorAdmin = !(empty(operatorPrincipalId) || empty(operatorPrincipalName))
+
+resource operatorAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2024-08-01' = if (createOperatorAdmin) {
+  parent: server
+  name: createOperatorAdmin ? operatorPrincipalId : 'none'
+  dependsOn: [logConnections] // last: after the database exists and every other server change is done
+  properties: {
+    principalType: operatorPrincipalType
+    principalName: operatorPrincipalName
+    tenantId: tenant().tenantId
+  }
 }
 
 output fqdn string = server.properties.fullyQualifiedDomainName

@@ -67,18 +67,34 @@ def evaluate(node: Any, env: dict[str, Any]) -> Any:
         return [evaluate(item, env) for item in node]
     if isinstance(node, dict) and isinstance(node.get("operator"), dict):  # not an object's "operator" key
         op = node["operator"]
-        if op["type"] != "property_accessor":
-            raise NotImplementedError(f"operator {op['type']}")
-        target = evaluate(op["operands"]["operand_1"], env)
-        return _access(target, op["operands"]["operand_2"], env)
+        operands = op["operands"]
+        if op["type"] == "property_accessor":
+            target = evaluate(operands["operand_1"], env)
+            return _access(target, operands["operand_2"], env)
+        if op["type"] == "index_accessor":
+            return evaluate(operands["operand_1"], env)[evaluate(operands["operand_2"], env)]
+        if op["type"] == "not":
+            return not evaluate(operands["bool_value"], env)
+        if op["type"] == "and":
+            return bool(evaluate(operands["operand_1"], env)) and bool(evaluate(operands["operand_2"], env))
+        if op["type"] == "or":
+            return bool(evaluate(operands["operand_1"], env)) or bool(evaluate(operands["operand_2"], env))
+        if op["type"] == "conditional":
+            chosen = "true_value" if evaluate(operands["condition"], env) else "false_value"
+            return evaluate(operands[chosen], env)
+        raise NotImplementedError(f"operator {op['type']}")
     if isinstance(node, dict) and isinstance(node.get("function"), dict):
         fn = node["function"]
-        args = [evaluate(v, env) for v in fn["parameters"].values()]
+        args = [evaluate(v, env) for v in fn.get("parameters", {}).values()]
         if fn["type"] == "union":
             merged: dict[str, Any] = {}
             for arg in args:
                 merged.update(arg)
             return merged
+        if fn["type"] == "empty":
+            return len(args[0]) == 0
+        if fn["type"] == "string":
+            return json.dumps(args[0]) if isinstance(args[0], (dict, list, bool)) else str(args[0])
         raise NotImplementedError(f"function {fn['type']}")
     if isinstance(node, dict):
         return {k: evaluate(v, env) for k, v in node.items()}
@@ -91,6 +107,11 @@ def _access(target: Any, accessor: Any, env: dict[str, Any]) -> Any:
     op = accessor["operator"]  # a.b.c arrives as a -> (b -> c)
     inner = _access(target, op["operands"]["operand_1"], env)
     return _access(inner, op["operands"]["operand_2"], env)
+
+
+def depends_on(relative: str, symbol: str) -> list[str]:
+    """The symbols a resource lists in dependsOn (explicitly; `parent` is separate)."""
+    return list(body(resource(relative, symbol)).get("dependsOn", []))
 
 
 def accessor_path(node: Any) -> list[str]:

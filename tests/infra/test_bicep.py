@@ -14,6 +14,7 @@ from tests.infra.bicep_model import (
     accessor_path,
     bicep_files,
     body,
+    depends_on,
     evaluate,
     loop,
     parse,
@@ -37,6 +38,7 @@ NOT_SET_IN_AZURE = {
 AZURE_ONLY = {
     "AZURE_CLIENT_ID": "DefaultAzureCredential picks the user-assigned identity by this client id",
     "PYTHON_ENABLE_OPENTELEMETRY": "the Python worker passes the host's trace context to OpenTelemetry",
+    "MARKR_DB_POOL_MAX": "PostgreSQL pool size per process, sized per profile (tests/infra/test_connection_budget.py)",
 }
 IDENTITY_SUFFIXES = {"fullyQualifiedNamespace", "credential", "clientId", "accountName",
                      "tableServiceUri", "blobServiceUri", "queueServiceUri"}
@@ -120,7 +122,7 @@ def test_queues_json_holds_the_required_queue_settings() -> None:
     spec = queue_spec()
     for queue in spec["queues"]:
         merged = {**spec["defaults"], **queue}
-        assert merged["lockDuration"] == "PT5M"
+        # lockDuration: tests/infra/test_host_settings.py (at most PT1M, renewed by the host)
         assert merged["defaultMessageTimeToLive"] == "P14D"
         assert merged["requiresDuplicateDetection"] is True
         assert merged["duplicateDetectionHistoryTimeWindow"] == "P1D"
@@ -206,9 +208,23 @@ def test_app_settings_values_match_the_deployment() -> None:
     assert settings["ServiceBusConnection__fullyQualifiedNamespace"] == "serviceBusFullyQualifiedNamespace"
     assert settings["VaultStorage__tableServiceUri"] == "tableEndpoint"
     params = parse(FUNCTION_APP)["parameters"]
+    assert settings["MARKR_DB_POOL_MAX"] == {"function": {"type": "string", "parameters": {
+        "value_to_convert": "dbPoolMax"}}}
     for value in settings.values():  # identifiers must be declared parameters
-        if re.fullmatch(r"[a-z]+[A-Z][A-Za-z]*", value):  # camelCase = an identifier, not a literal
+        if isinstance(value, str) and re.fullmatch(r"[a-z]+[A-Z][A-Za-z]*", value):  # camelCase = identifier
             assert value in params, f"app setting refers to undeclared {value!r}"
+
+
+def test_telemetry_is_exported_once_by_our_own_configure_azure_monitor() -> None:
+    """shared/telemetry.py calls configure_azure_monitor() itself. PYTHON_ENABLE_OPENTELEMETRY=true only
+    lets the worker hand the host's trace context to OpenTelemetry; PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY
+    =true would make the worker call configure_azure_monitor() too, and everything would be sent twice."""
+    settings = app_settings()
+    assert settings["PYTHON_ENABLE_OPENTELEMETRY"] == "true"
+    assert "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY" not in settings
+    assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "appInsightsConnectionString"
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"  # the host's own logs go out once, as OpenTelemetry
 
 
 # ---- the function app, storage, database ---------------------------------------------------------
@@ -248,6 +264,48 @@ def test_postgres_uses_entra_auth_with_the_app_identity_as_admin() -> None:
     assert params["databaseName"] == "markr"
     assert accessor_path(params["appPrincipalId"]) == ["identity", "outputs", "principalId"]
     assert accessor_path(params["appPrincipalName"]) == ["identity", "outputs", "name"]
+
+
+POSTGRES = "modules/postgres.bicep"
+# server -> firewall -> app admin -> database -> settings -> operator admin (issue #12): a database
+# created before any Entra admin exists is owned by azuresu and the app cannot create its schemas.
+POSTGRES_ORDER = ["server", "allowAzure", "appAdmin", "database", "logConnections", "operatorAdmin"]
+
+
+def test_postgres_resources_deploy_in_one_chain_app_admin_before_database() -> None:
+    resources = parse(POSTGRES)["resources"]
+    assert set(resources) == set(POSTGRES_ORDER), "a new PostgreSQL resource must join the chain below"
+    for child in POSTGRES_ORDER[1:]:
+        assert body(resources[child])["parent"] == "server", f"{child} must be a child of the server"
+    for before, after in zip(POSTGRES_ORDER[1:-1], POSTGRES_ORDER[2:], strict=True):
+        assert depends_on(POSTGRES, after) == [before], (
+            f"{after} must dependsOn exactly [{before}] (order: {' -> '.join(POSTGRES_ORDER)})")
+    assert "dependsOn" not in body(resources["allowAzure"])  # first after the server (its parent)
+
+
+@pytest.mark.parametrize(("principal_id", "principal_name", "created"), [
+    ("", "", False),
+    ("00000000-0000-0000-0000-00000000000a", "", False),  # azd fills the id even when no name is set
+    ("", "ops@example.com", False),
+    ("00000000-0000-0000-0000-00000000000a", "ops@example.com", True),
+])
+def test_operator_admin_only_when_both_id_and_name_are_set(principal_id: str, principal_name: str,
+                                                           created: bool) -> None:
+    module = parse(POSTGRES)
+    env = {"operatorPrincipalId": principal_id, "operatorPrincipalName": principal_name}
+    env["createOperatorAdmin"] = evaluate(module["variables"]["createOperatorAdmin"]["value"], env)
+    declaration = resource(POSTGRES, "operatorAdmin")
+    assert evaluate(declaration["config"]["condition"], env) is created
+    if created:
+        config = body(declaration)
+        assert evaluate(config["name"], env) == principal_id
+        assert evaluate(config["properties"]["principalName"], env) == principal_name
+
+
+def test_azd_passes_the_operator_name_from_its_own_variable() -> None:
+    azd = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert azd["operatorPrincipalId"]["value"] == "${AZURE_PRINCIPAL_ID=}"
+    assert azd["operatorPrincipalName"]["value"] == "${MARKR_OPERATOR_NAME=}"  # empty unless set
 
 
 ROLE_IDS = {

@@ -1,7 +1,8 @@
 """IaC security scan of infra/ with checkov (Bicep + secrets), run offline.
 
-checkov's own pins conflict with ours, so it lives in a venv under .local/tools/, created on first
-use from tests/infra/checkov-requirements.txt and reused while that file is unchanged.
+checkov's own pins conflict with ours, so it lives in its own venv under .local/tools/, named after
+tests/infra/checkov-requirements.txt's hash. scripts/bootstrap.sh creates it (with the project's venv);
+the test never installs anything: without that venv it fails and says how to create it.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,20 +20,23 @@ from tests.infra.bicep_model import INFRA, ROOT
 REQUIREMENTS = Path(__file__).with_name("checkov-requirements.txt")
 
 
+def checkov_venv() -> Path:
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]  # = sha256sum | cut -c1-12
+    return ROOT / ".local" / "tools" / f"checkov-{digest}"
+
+
 def checkov_executable() -> Path:
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]
-    venv = ROOT / ".local" / "tools" / f"checkov-{digest}"
+    venv = checkov_venv()
     exe = venv / "bin" / "checkov"
-    ready = venv / ".installed"
-    if ready.is_file() and exe.is_file():
-        return exe
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
-    install = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
-        capture_output=True, text=True, timeout=900,
-    )
-    assert install.returncode == 0, f"installing checkov failed:\n{install.stderr[-3000:]}"
-    ready.write_text(REQUIREMENTS.read_text())
+    ready = venv / ".installed"  # written by bootstrap after a complete install
+    if not (ready.is_file() and exe.is_file() and ready.read_bytes() == REQUIREMENTS.read_bytes()):
+        pytest.fail(
+            f"checkov is not installed in {venv.relative_to(ROOT)} (scripts/bootstrap.sh installs it from "
+            f"{REQUIREMENTS.relative_to(ROOT)}). Run scripts/test again, or by hand:\n"
+            f"  python3 -m venv --clear {venv.relative_to(ROOT)}\n"
+            f"  {venv.relative_to(ROOT)}/bin/python -m pip install -r {REQUIREMENTS.relative_to(ROOT)}\n"
+            f"  cp {REQUIREMENTS.relative_to(ROOT)} {ready.relative_to(ROOT)}",
+            pytrace=False)
     return exe
 
 
