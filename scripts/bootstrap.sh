@@ -30,3 +30,10 @@ if [ ! -x .venv/bin/markr-ops ]; then
   echo "==> installing the project in editable mode (markr-ops)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 fi
+checkov_venv=".local/tools/checkov-$(sha256sum tests/infra/checkov-requirements.txt | cut -c1-12)"
+if [ ! -f "$checkov_venv/.installed" ] || [ ! -x "$checkov_venv/bin/checkov" ]; then
+  echo "==> installing checkov into $checkov_venv (tests/infra/checkov-requirements.txt)"
+  "$(python_bin)" -m venv --clear "$checkov_venv"
+  "$checkov_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/infra/checkov-requirements.txt
+  cp tests/infra/checkov-requirements.txt "$checkov_venv/.installed"
+fi
