@@ -123,7 +123,8 @@ class Services:
     def vault(self) -> Any:
         from shared.vault.table_vault import TableVault
 
-        return TableVault.from_settings(self.settings)
+        credential = None if self.settings.vault_connection else self.credential
+        return TableVault.from_settings(self.settings, credential)
 
     @cached_property
     def status_waiter(self) -> Any:

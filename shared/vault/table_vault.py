@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO
 
+import requests
+import requests.adapters
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
@@ -26,6 +28,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.vault import body as bodies
@@ -51,6 +54,17 @@ __all__ = ["TableVault", "VaultCorruptionError", "VaultError", "VaultRecord"]
 
 # Fail fast when storage is unreachable (health checks, receiver) instead of retrying for minutes.
 _CLIENT_OPTIONS = {"connection_timeout": 10, "retry_total": 3}
+# One client per process is shared by every request thread; requests' default pool of 10 sockets
+# made busy hosts discard and reopen connections ("Connection pool is full").
+HTTP_POOL_SIZE = 64
+
+
+def _transport() -> RequestsTransport:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=HTTP_POOL_SIZE)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=True)
 _HEADS_ONLY = f"FormatVersion ge {FORMAT_VERSION}"  # chunk entities have no FormatVersion
 _STATUS_RETRIES = 10
 INLINE_BYTES = 48 * 1024  # a binary property holds 64 KiB; stay well inside it
@@ -93,18 +107,22 @@ class TableVault:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str) -> TableVault:
-        return cls(TableClient.from_connection_string(connection_string, table_name, **_CLIENT_OPTIONS))
+        return cls(TableClient.from_connection_string(connection_string, table_name, transport=_transport(),
+                                                      **_CLIENT_OPTIONS))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TableVault:
+    def from_settings(cls, settings: Settings, credential: object = None) -> TableVault:
+        """By connection string, or by identity (`credential`: the process's shared one)."""
         if settings.vault_connection:
             return cls.from_connection_string(settings.vault_connection, settings.vault_table)
         if not settings.vault_table_endpoint:
             raise VaultError("set VaultStorage (connection string) or VaultStorage__tableServiceUri (identity)")
-        from azure.identity import DefaultAzureCredential
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
 
-        service = TableServiceClient(endpoint=settings.vault_table_endpoint,
-                                     credential=DefaultAzureCredential(), **_CLIENT_OPTIONS)
+            credential = DefaultAzureCredential()
+        service = TableServiceClient(endpoint=settings.vault_table_endpoint, credential=credential,
+                                     transport=_transport(), **_CLIENT_OPTIONS)
         return cls(service.get_table_client(settings.vault_table))
 
     @property
