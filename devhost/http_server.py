@@ -2,12 +2,15 @@
 
 Responses go back as the function returned them. Unknown routes get 404, known routes with
 another method 405 (with Allow), handler exceptions 500 - all as JSON errors.
+GET /admin/host/invocations answers the invocation counts per function (the local host only; the
+real host has /admin routes too).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import traceback
@@ -18,11 +21,13 @@ from urllib.parse import parse_qsl, urlsplit
 import azure.functions as func
 
 from devhost import logs
+from devhost.accounting import InvocationCounts
 from devhost.discovery import HttpFunction
 from devhost.invoke import call
 
 log = logging.getLogger("devhost.http")
 _CHUNK = 1 << 20
+ADMIN_INVOCATIONS = "/admin/host/invocations"
 
 
 def request_body_limit() -> int:
@@ -55,12 +60,26 @@ class FunctionHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # shutdown waits on InFlight instead (keep-alive threads may idle forever)
 
-    def __init__(self, address: tuple[str, int], functions: list[HttpFunction], route_prefix: str) -> None:
+    def __init__(self, address: tuple[str, int], functions: list[HttpFunction], route_prefix: str, *,
+                 counts: InvocationCounts | None = None, listen_socket: socket.socket | None = None) -> None:
         self.functions = sorted(functions, key=lambda f: (f.route.param_count, -f.route.literal_weight))
         self.route_prefix = route_prefix.strip("/")
         self.in_flight = InFlight()
         self.draining = False
-        super().__init__(address, _Handler)
+        self.counts = counts or InvocationCounts(f.name for f in functions)
+        super().__init__(address, _Handler, bind_and_activate=listen_socket is None)
+        if listen_socket is not None:
+            # Pre-fork worker: serve the socket the parent listens on. Non-blocking, because the
+            # workers race for each connection and the losers' accept() must not block.
+            self.socket.close()
+            self.socket = listen_socket
+            self.socket.setblocking(False)
+            self.server_address = self.socket.getsockname()
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        conn, address = self.socket.accept()
+        conn.setblocking(True)
+        return conn, address
 
     def relative_path(self, path: str) -> str | None:
         """The path under the route prefix, or None if it is outside it."""
@@ -99,6 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
         relative = self.server.relative_path(split.path)
         body = self._read_body()
         if body is None:
+            return
+        if split.path.rstrip("/") == ADMIN_INVOCATIONS and method in ("GET", "HEAD"):
+            self._send_json(200, json.dumps(self.server.counts.snapshot()).encode())
             return
         matches = []
         if relative is not None:
@@ -178,10 +200,12 @@ class _Handler(BaseHTTPRequestHandler):
                 response = _as_response(call(fn.handler, fn.arg_name, request))
             except Exception as exc:  # noqa: BLE001 - the host answers 500 for any failure
                 log.error("Executed '%s' (Failed): %s\n%s", fn.name, exc, traceback.format_exc().rstrip())
+                self.server.counts.add(fn.name)
                 self._send_json(500, _error("internal", f"{type(exc).__name__}: {exc}"))
                 return
             log.info("Executed '%s' (Succeeded, %d, Duration=%.0fms)", fn.name, response.status_code,
                      1000 * (time.perf_counter() - started))
+            self.server.counts.add(fn.name)
         self._send_response(response)
 
     def _send_response(self, response: func.HttpResponse) -> None:

@@ -190,3 +190,17 @@ def test_body_over_the_host_limit_is_refused_unread(host: LocalFunctionHost, mon
     assert json.loads(body)["error"]["code"] == "body-too-large"
     assert (ok_status, len(ok_body)) == (207, 1000)
     assert [r.getMessage() for r in caplog.records if "echoing" in r.getMessage()] == ["echoing 1000 bytes"]
+
+
+def test_invocation_counts_endpoint() -> None:
+    h = LocalFunctionHost(_app(), port=0).start()
+    try:
+        for _ in range(3):
+            _request(f"{h.base_url}/items/1")
+        _request(f"{h.base_url}/boom")  # failures count too
+        _request(f"{h.base_url}/nope")  # no function: nothing to count
+        status, headers, body = _request(f"http://127.0.0.1:{h.port}/admin/host/invocations")
+    finally:
+        h.stop(5)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"aggregate": 0, "boom": 1, "echo": 0, "item": 3, "special": 0, "text": 0}
