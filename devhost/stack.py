@@ -10,6 +10,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -177,10 +178,15 @@ class Azurite:
             time.sleep(0.1)
         return self.connection_string
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGINT: Azurite saves its in-memory database only then (every 5 s otherwise, and not on
+        SIGTERM), so terminating it would lose the last writes. Escalate if it does not exit."""
+        if not self.process or self.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            self.process.send_signal(sig)
             try:
-                self.process.wait(10)
+                self.process.wait(wait)
+                return
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                continue
