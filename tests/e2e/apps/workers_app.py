@@ -1,7 +1,8 @@
 """A test FunctionApp for multi-worker host tests: every function reports the process it ran in.
 
 Settings (env): WORKERS_APP_QUEUE (single-message trigger), WORKERS_APP_BATCH_QUEUE (batch trigger,
-cardinality=MANY), MARKR_DATABASE_URL (where the table from SCHEMA lives).
+cardinality=MANY), WORKERS_APP_SECONDS (how long a single-message invocation takes, default 0.1),
+MARKR_DATABASE_URL (where the table from SCHEMA lives).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def pid(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("one_by_one")
 @app.service_bus_queue_trigger(arg_name="msg", queue_name="%WORKERS_APP_QUEUE%", connection="ServiceBusConnection")
 def one_by_one(msg: func.ServiceBusMessage) -> None:
-    time.sleep(0.1)  # long enough that one worker cannot take every message
+    # Long enough by default that one worker cannot take every message.
+    time.sleep(float(os.environ.get("WORKERS_APP_SECONDS", "0.1")))
     _record("one_by_one", [msg.message_id])
 
 
