@@ -211,3 +211,13 @@ def test_mixed_single_and_batch_functions(make_host, caplog: pytest.LogCaptureFi
     assert len([t for t in lines if t.startswith("Executed 'batch_worker' (Succeeded, Messages=5, ")]) == 1
     assert len([t for t in lines if t.startswith("Executed 'single_worker' (Succeeded, Duration=")]) == 5
     assert any(t.startswith("Executing 'batch_worker' (queue batch-work, Messages=5, ") for t in lines)
+
+
+def test_max_message_batch_size_comes_from_host_json(tmp_path) -> None:
+    from devhost.hostjson import load_host_config
+
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps({"version": "2.0", "extensions": {"serviceBus": {"maxMessageBatchSize": 50}}}))
+    assert load_host_config(path).max_message_batch_size == 50
+    path.write_text(json.dumps({"version": "2.0"}))
+    assert load_host_config(path).max_message_batch_size == 1000  # the Service Bus extension's default

@@ -181,7 +181,7 @@ def test_handler_logs_carry_function_and_invocation(host: LocalFunctionHost) -> 
     assert f"inv={invocation}]" in executing  # the same invocation id on the host's and the app's lines
 
 
-def test_body_over_the_host_limit_is_refused_unread(host: LocalFunctionHost, monkeypatch, caplog) -> None:
+def test_body_over_the_host_limit_is_refused_and_not_passed_on(host: LocalFunctionHost, monkeypatch, caplog) -> None:
     monkeypatch.setenv("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "1000")
     with caplog.at_level(logging.INFO):
         status, _, body = _request(f"{host.base_url}/echo", "POST", b"x" * 1001)
