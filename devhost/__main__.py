@@ -46,7 +46,7 @@ def _parse_args(argv: list[str], default_port: int) -> argparse.Namespace:
     # Internal: how the supervisor starts a worker.
     parser.add_argument("--worker-slot", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--counts-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--counts-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -160,7 +160,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, worker: bool = False
 
         options = {
             "listen_socket": socket.socket(fileno=args.listen_fd),
-            "counts": InvocationCounts((f.name for f in discover(app)), args.counts_file, args.worker_slot),
+            "counts": InvocationCounts((f.name for f in discover(app)), args.counts_fd, args.worker_slot),
             "run_timers": args.worker_slot == 0,
         }
     host = LocalFunctionHost(app, engine, port=args.port, max_concurrent_calls=args.max_concurrent_calls,

@@ -1,7 +1,7 @@
 """Invocations per function, counted in-process and summed over the worker processes of one host.
 
-Every worker owns one row of 64-bit counters in a memory map (a file shared by the workers of a
-`--workers N` host, anonymous memory otherwise): a worker only ever writes its own row, so no
+Every worker owns one row of 64-bit counters in a memory map (an unlinked file whose descriptor the
+workers of a `--workers N` host inherit, anonymous memory otherwise): a worker only ever writes its own row, so no
 cross-process lock is needed, and a reader sums the rows. Columns are the function names in sorted
 order, the same in every worker because every worker indexes the same app.
 """
@@ -9,33 +9,32 @@ from __future__ import annotations
 
 import mmap
 import struct
+import tempfile
 import threading
 from collections.abc import Iterable
-from pathlib import Path
+from typing import IO
 
 MAX_FUNCTIONS = 256
 _CELL = struct.Struct("<q")
 _ROW = MAX_FUNCTIONS * _CELL.size
 
 
-def create_counts_file(path: Path, slots: int) -> Path:
-    """A zeroed counters file for `slots` workers (made by the parent before it starts them)."""
-    with open(path, "wb") as out:
-        out.truncate(slots * _ROW)
-    return path
+def create_counts_file(slots: int) -> IO[bytes]:
+    """A zeroed, already unlinked counters file for `slots` workers (the parent makes it before it
+    starts them and passes its descriptor on; nothing is left behind even if the host is killed)."""
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - the supervisor keeps it open for its workers
+    out.truncate(slots * _ROW)
+    out.flush()
+    return out
 
 
 class InvocationCounts:
-    def __init__(self, function_names: Iterable[str], path: Path | None = None, slot: int = 0) -> None:
+    def __init__(self, function_names: Iterable[str], fd: int | None = None, slot: int = 0) -> None:
         self.names = sorted(set(function_names))
         if len(self.names) > MAX_FUNCTIONS:
             raise ValueError(f"at most {MAX_FUNCTIONS} functions can be counted")
         self._column = {name: i for i, name in enumerate(self.names)}
-        if path is None:
-            self._map = mmap.mmap(-1, _ROW)
-        else:
-            with open(path, "r+b") as f:
-                self._map = mmap.mmap(f.fileno(), 0)
+        self._map = mmap.mmap(-1, _ROW) if fd is None else mmap.mmap(fd, 0)
         self.slots = len(self._map) // _ROW
         if not 0 <= slot < self.slots:
             raise ValueError(f"slot {slot} is outside the counters file ({self.slots} slots)")

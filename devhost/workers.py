@@ -7,7 +7,7 @@ to one of them). Timer triggers run in worker 0 only, so a schedule fires once p
 supervises: SIGINT/SIGTERM is forwarded, workers drain (the grace period) and exit; a worker that
 dies is started again. Workers die with the parent (PR_SET_PDEATHSIG), so killing the parent is a
 crash of the whole host, as it is for a single process. Invocation counts are summed over the
-workers through a shared counters file (devhost/accounting.py).
+workers through a counters file they all map (devhost/accounting.py).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,39 +74,44 @@ class Supervisor:
         self.worker_args = worker_args
         self.grace = grace
         self.sock = listen(host, port)
+        self.counts_file = create_counts_file(count)
+        # Only while starting: each worker says here that it serves (restarted ones are not waited for).
         self.work_dir = Path(tempfile.mkdtemp(prefix="devhost-workers-"))
-        self.counts_file = create_counts_file(self.work_dir / "invocations.bin", count)
         self.workers = [_Worker(slot, self.work_dir / f"worker-{slot}.json") for slot in range(count)]
 
     @property
     def port(self) -> int:
         return self.sock.getsockname()[1]
 
-    def _spawn(self, worker: _Worker) -> None:
-        worker.ready_file.unlink(missing_ok=True)
+    def _spawn(self, worker: _Worker, ready_file: Path | None = None) -> None:
+        fds = (self.sock.fileno(), self.counts_file.fileno())
         args = [sys.executable, "-m", "devhost", *self.worker_args, "--worker-slot", str(worker.slot),
-                "--listen-fd", str(self.sock.fileno()), "--counts-file", str(self.counts_file),
-                "--parent-pid", str(os.getpid()), "--ready-file", str(worker.ready_file)]
+                "--listen-fd", str(fds[0]), "--counts-fd", str(fds[1]), "--parent-pid", str(os.getpid())]
+        if ready_file is not None:
+            args += ["--ready-file", str(ready_file)]
         # Own session: a terminal's Ctrl-C reaches the parent only, which forwards it once (a second
         # SIGINT makes a worker give up draining).
-        worker.process = subprocess.Popen(args, cwd=ROOT, pass_fds=(self.sock.fileno(),), start_new_session=True)
+        worker.process = subprocess.Popen(args, cwd=ROOT, pass_fds=fds, start_new_session=True)
         worker.started = time.monotonic()
         log.info("worker %d started (pid %d)", worker.slot, worker.process.pid)
 
     def start(self, timeout: float = 120.0) -> dict:
         """Start every worker and wait until all serve; returns worker 0's ready info."""
-        for worker in self.workers:
-            self._spawn(worker)
-        deadline = time.monotonic() + timeout
-        for worker in self.workers:
-            while not worker.ready_file.exists():
-                if worker.process.poll() is not None:
-                    raise RuntimeError(f"worker {worker.slot} exited with {worker.process.returncode} "
-                                       "before it was ready (see its log above)")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"worker {worker.slot} not ready after {timeout} s")
-                time.sleep(0.05)
-            worker.info = json.loads(worker.ready_file.read_text())
+        try:
+            for worker in self.workers:
+                self._spawn(worker, worker.ready_file)
+            deadline = time.monotonic() + timeout
+            for worker in self.workers:
+                while not worker.ready_file.exists():
+                    if worker.process.poll() is not None:
+                        raise RuntimeError(f"worker {worker.slot} exited with {worker.process.returncode} "
+                                           "before it was ready (see its log above)")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"worker {worker.slot} not ready after {timeout} s")
+                    time.sleep(0.05)
+                worker.info = json.loads(worker.ready_file.read_text())
+        finally:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         return self.workers[0].info
 
     def pids(self) -> list[int]:
@@ -134,11 +140,13 @@ class Supervisor:
         """Forward SIGTERM, let every worker drain, then exit; True if all exited cleanly."""
         self.sock.close()  # the workers hold their own copies until they stop serving
         for worker in self.workers:
-            if worker.process.poll() is None:
+            if worker.process is not None and worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace + 30.0
         clean = True
         for worker in self.workers:
+            if worker.process is None:
+                continue
             try:
                 code = worker.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -146,7 +154,5 @@ class Supervisor:
                 worker.process.kill()
                 code = worker.process.wait()
             clean &= code == 0
-        for path in self.work_dir.iterdir():
-            path.unlink(missing_ok=True)
-        self.work_dir.rmdir()
+        self.counts_file.close()
         return clean

@@ -245,6 +245,12 @@ def _get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
+def _supervisor_dirs() -> set[Path]:
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob("devhost-workers-*"))
+
+
 def _gone(pid: int) -> bool:
     """Exited (a zombie counts: nothing runs any more)."""
     try:
@@ -258,6 +264,7 @@ def _gone(pid: int) -> bool:
 def test_two_workers_share_http_and_queues_and_stop_on_sigterm(workers_app, processes, database_url) -> None:
     env, engine, queues_file = workers_app
     host = _start_workers(env, queues_file, processes)
+    assert not _supervisor_dirs()  # used only while the workers start
     workers = host.worker_pids
     assert len(set(workers)) == 2 and host.pid not in workers
 
@@ -315,3 +322,4 @@ def test_a_dead_worker_is_restarted_and_workers_die_with_the_host(workers_app, p
     # Killing the host is a crash of all of it: no worker keeps running (and consuming) on its own.
     host.kill()
     wait_until(lambda: _gone(replacement) and _gone(second), timeout=60, what="the workers to die")
+    assert not _supervisor_dirs()  # nothing left behind by the crash either
