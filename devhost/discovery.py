@@ -47,6 +47,8 @@ class QueueFunction:
     queue: str
     connection: str | None
     handler: Callable[..., Any]
+    # cardinality=MANY: the handler takes a list[func.ServiceBusMessage] (a batch per invocation).
+    many: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ def discover(app: Any) -> list[Function]:
                 raise ValueError(f"function {name!r}: only Service Bus queue triggers are supported "
                                  "(topic subscriptions are not)")
             queue = resolve(spec["queueName"], f"function {name!r} queueName")
-            found.append(QueueFunction(name, arg, queue, spec.get("connection"), handler))
+            many = _enum_value(spec.get("cardinality") or "one").lower() == "many"
+            found.append(QueueFunction(name, arg, queue, spec.get("connection"), handler, many))
         elif kind == "timerTrigger":
             text = resolve(spec["schedule"], f"function {name!r} schedule")
             found.append(TimerFunction(name, arg, parse_schedule(text), bool(spec.get("runOnStartup")), handler))

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from datetime import timedelta
 from typing import Any
 
 from devhost import logs
+from devhost.accounting import InvocationCounts
 from devhost.discovery import Function, HttpFunction, QueueFunction, TimerFunction, discover
 from devhost.hostjson import HostConfig, load_host_config
 from devhost.http_server import FunctionHttpServer
-from devhost.servicebus import QueueConsumer
+from devhost.servicebus import EngineLink, QueueConsumer
 from devhost.timers import TimerRunner
 
 log = logging.getLogger("devhost")
@@ -23,11 +25,18 @@ class LocalFunctionHost:
     def __init__(self, app: Any, engine: Any = None, *, port: int = 7071, host: str = "127.0.0.1",
                  max_concurrent_calls: int | None = None,
                  max_auto_lock_renewal: timedelta | float | None = None,
-                 config: HostConfig | None = None, idle_wait: float = 1.0) -> None:
+                 config: HostConfig | None = None, idle_wait: float = 1.0,
+                 max_message_batch_size: int | None = None, listen_socket: socket.socket | None = None,
+                 counts: InvocationCounts | None = None, run_timers: bool = True) -> None:
+        """`listen_socket`: an already listening socket to serve HTTP on (a worker of `--workers N`);
+        `counts`: shared invocation counters (default: this process's own); `run_timers`: False in all
+        but one worker, so a schedule fires once per host."""
         self.config = config or load_host_config()
         self.functions: list[Function] = discover(app)
         self.engine = engine
         self._address = (host, port)
+        self._listen_socket = listen_socket
+        self.counts = counts or InvocationCounts(f.name for f in self.functions)
         renewal = max_auto_lock_renewal if max_auto_lock_renewal is not None else self.config.max_auto_lock_renewal
         if not isinstance(renewal, timedelta):
             renewal = timedelta(seconds=renewal)
@@ -35,10 +44,14 @@ class LocalFunctionHost:
         if queue_functions and engine is None:
             raise ValueError("the app has Service Bus triggers; pass a local queue engine")
         concurrency = max_concurrent_calls or self.config.max_concurrent_calls
-        self.consumers = [QueueConsumer(f, engine, max_concurrent_calls=concurrency,
-                                        max_auto_lock_renewal=renewal, idle_wait=idle_wait)
+        batch_size = max_message_batch_size or self.config.max_message_batch_size
+        link = EngineLink(engine) if queue_functions else None
+        self.consumers = [QueueConsumer(f, link, max_concurrent_calls=concurrency,
+                                        max_auto_lock_renewal=renewal, idle_wait=idle_wait,
+                                        max_message_batch_size=batch_size, counts=self.counts)
                           for f in queue_functions]
-        self.timers = [TimerRunner(f) for f in self.functions if isinstance(f, TimerFunction)]
+        self.timers = [TimerRunner(f, self.counts) for f in self.functions
+                       if isinstance(f, TimerFunction) and run_timers]
         self.http_functions = [f for f in self.functions if isinstance(f, HttpFunction)]
         self._server: FunctionHttpServer | None = None
         self._server_thread: threading.Thread | None = None
@@ -62,7 +75,8 @@ class LocalFunctionHost:
             if isinstance(fn, HttpFunction):
                 lines.append(f"{fn.name}: [{','.join(fn.methods)}] {self.base_url}/{fn.route.template}")
             elif isinstance(fn, QueueFunction):
-                lines.append(f"{fn.name}: serviceBusTrigger queue={fn.queue}")
+                many = " cardinality=many" if fn.many else ""
+                lines.append(f"{fn.name}: serviceBusTrigger queue={fn.queue}{many}")
             else:
                 lines.append(f"{fn.name}: timerTrigger schedule='{fn.schedule.text}'")
         return lines
@@ -72,13 +86,19 @@ class LocalFunctionHost:
         return {
             "http": [{"name": f.name, "route": f.route.template, "methods": list(f.methods)}
                      for f in self.http_functions],
-            "queues": [{"name": c.fn.name, "queue": c.fn.queue} for c in self.consumers],
+            "queues": [{"name": c.fn.name, "queue": c.fn.queue, **({"cardinality": "many"} if c.fn.many else {})}
+                       for c in self.consumers],
             "timers": [{"name": t.fn.name, "schedule": t.fn.schedule.text} for t in self.timers],
         }
 
+    def invocation_counts(self) -> dict[str, int]:
+        """{function: invocations so far}, summed over the host's workers (GET /admin/host/invocations)."""
+        return self.counts.snapshot()
+
     def start(self) -> LocalFunctionHost:
         logs.configure()
-        self._server = FunctionHttpServer(self._address, self.http_functions, self.config.route_prefix)
+        self._server = FunctionHttpServer(self._address, self.http_functions, self.config.route_prefix,
+                                          counts=self.counts, listen_socket=self._listen_socket)
         self._server_thread = threading.Thread(target=self._server.serve_forever, name="http",
                                                kwargs={"poll_interval": 0.2}, daemon=True)
         self._server_thread.start()

@@ -27,6 +27,7 @@ class HostConfig:
     route_prefix: str = "api"
     max_concurrent_calls: int = 16  # the Functions host's default
     max_auto_lock_renewal: timedelta = timedelta(minutes=5)
+    max_message_batch_size: int = 1000  # the Service Bus extension's default (cardinality=MANY)
 
 
 def load_host_config(path: Path = HOST_JSON) -> HostConfig:
@@ -42,4 +43,5 @@ def load_host_config(path: Path = HOST_JSON) -> HostConfig:
         route_prefix=str(http.get("routePrefix", default.route_prefix)).strip("/"),
         max_concurrent_calls=int(bus.get("maxConcurrentCalls", default.max_concurrent_calls)),
         max_auto_lock_renewal=parse_timespan(renewal) if renewal else default.max_auto_lock_renewal,
+        max_message_batch_size=int(bus.get("maxMessageBatchSize", default.max_message_batch_size)),
     )

@@ -1,13 +1,17 @@
 """The HTTP side of the local host: a threaded server that turns requests into func.HttpRequest.
 
 Responses go back as the function returned them. Unknown routes get 404, known routes with
-another method 405 (with Allow), handler exceptions 500 - all as JSON errors.
+another method 405 (with Allow), handler exceptions 500, badly framed requests 400 (nothing is
+invoked and the connection is closed: where the next request starts is unknown), bodies over
+FUNCTIONS_REQUEST_BODY_SIZE_LIMIT 413 - all as JSON errors. GET /admin/host/invocations answers
+the invocation counts per function (the local host only; the real host has /admin routes too).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import traceback
@@ -18,11 +22,24 @@ from urllib.parse import parse_qsl, urlsplit
 import azure.functions as func
 
 from devhost import logs
+from devhost.accounting import InvocationCounts
 from devhost.discovery import HttpFunction
 from devhost.invoke import call
 
 log = logging.getLogger("devhost.http")
 _CHUNK = 1 << 20
+BACKLOG = 1024  # socketserver's default of 5 resets connections under a burst of clients
+ADMIN_INVOCATIONS = "/admin/host/invocations"
+_MAX_CHUNK_LINE = 4096
+# After a 413 the rest of the body is read and discarded (bounded), so that a client that sends the
+# whole body before reading gets the answer instead of a reset.
+_DRAIN_BYTES = 1 << 30
+_DRAIN_SECONDS = 60.0
+_DRAIN_IDLE_SECONDS = 10.0
+
+
+class BadFraming(Exception):
+    """The request's body framing cannot be trusted (RFC 9112 section 6)."""
 
 
 def request_body_limit() -> int:
@@ -55,12 +72,28 @@ class FunctionHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # shutdown waits on InFlight instead (keep-alive threads may idle forever)
 
-    def __init__(self, address: tuple[str, int], functions: list[HttpFunction], route_prefix: str) -> None:
+    request_queue_size = BACKLOG
+
+    def __init__(self, address: tuple[str, int], functions: list[HttpFunction], route_prefix: str, *,
+                 counts: InvocationCounts | None = None, listen_socket: socket.socket | None = None) -> None:
         self.functions = sorted(functions, key=lambda f: (f.route.param_count, -f.route.literal_weight))
         self.route_prefix = route_prefix.strip("/")
         self.in_flight = InFlight()
         self.draining = False
-        super().__init__(address, _Handler)
+        self.counts = counts or InvocationCounts(f.name for f in functions)
+        super().__init__(address, _Handler, bind_and_activate=listen_socket is None)
+        if listen_socket is not None:
+            # Pre-fork worker: serve the socket the parent listens on. Non-blocking, because the
+            # workers race for each connection and the losers' accept() must not block.
+            self.socket.close()
+            self.socket = listen_socket
+            self.socket.setblocking(False)
+            self.server_address = self.socket.getsockname()
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        conn, address = self.socket.accept()
+        conn.setblocking(True)
+        return conn, address
 
     def relative_path(self, path: str) -> str | None:
         """The path under the route prefix, or None if it is outside it."""
@@ -97,8 +130,16 @@ class _Handler(BaseHTTPRequestHandler):
         method = self.command.upper()
         split = urlsplit(self.path)
         relative = self.server.relative_path(split.path)
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except BadFraming as exc:
+            self.close_connection = True
+            self._send_json(400, _error("bad-request", str(exc)))
+            return
         if body is None:
+            return
+        if split.path.rstrip("/") == ADMIN_INVOCATIONS and method in ("GET", "HEAD"):
+            self._send_json(200, json.dumps(self.server.counts.snapshot()).encode())
             return
         matches = []
         if relative is not None:
@@ -118,18 +159,26 @@ class _Handler(BaseHTTPRequestHandler):
                         {"Allow": ", ".join(allowed)})
 
     def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        """The request body; None when an answer was already sent. Raises BadFraming."""
+        transfer = self.headers.get_all("Transfer-Encoding") or []
+        lengths = self.headers.get_all("Content-Length") or []
+        if transfer and lengths:
+            raise BadFraming("Content-Length and Transfer-Encoding together")
+        if transfer:
+            codings = [c.strip().lower() for value in transfer for c in value.split(",") if c.strip()]
+            if codings != ["chunked"]:
+                raise BadFraming(f"unsupported Transfer-Encoding: {', '.join(transfer)!r}")
             return self._read_chunked()
-        length_text = self.headers.get("Content-Length")
-        if not length_text:
+        if len(lengths) > 1:
+            raise BadFraming("more than one Content-Length header")
+        if not lengths:
             return b""
-        try:
-            length = int(length_text)
-        except ValueError:
-            self._send_json(400, _error("bad-request", f"bad Content-Length: {length_text!r}"))
-            return None
+        text = lengths[0].strip()
+        if not (text.isascii() and text.isdigit()):
+            raise BadFraming(f"bad Content-Length: {lengths[0]!r}")
+        length = int(text)
         if length > request_body_limit():
-            self._refuse_too_large(length)
+            self._refuse_too_large(length, remaining=length)
             return None
         buf = bytearray()
         while len(buf) < length:
@@ -143,22 +192,58 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_chunked(self) -> bytes | None:
         buf = bytearray()
         while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            line = self.rfile.readline(_MAX_CHUNK_LINE + 1)
+            if not line.endswith(b"\n"):
+                raise BadFraming("chunked body ended before its last chunk" if len(line) <= _MAX_CHUNK_LINE
+                                 else "chunk size line too long")
+            size_text = line.split(b";", 1)[0].strip()
+            if not size_text or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
+                raise BadFraming(f"bad chunk size: {size_text[:40]!r}")
+            size = int(size_text, 16)
             if size == 0:
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return bytes(buf)
+                while True:  # trailers, up to the empty line
+                    trailer = self.rfile.readline(_MAX_CHUNK_LINE + 1)
+                    if not trailer.endswith(b"\n"):
+                        raise BadFraming("chunked body ended inside its trailers")
+                    if trailer in (b"\r\n", b"\n"):
+                        return bytes(buf)
             if len(buf) + size > request_body_limit():
-                self._refuse_too_large(len(buf) + size)
+                self._refuse_too_large(len(buf) + size, remaining=None)
                 return None
-            buf += self.rfile.read(size)
-            self.rfile.readline()
+            data = self.rfile.read(size)
+            if len(data) < size:
+                raise BadFraming("chunked body ended inside a chunk")
+            buf += data
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise BadFraming("chunk data not followed by CRLF")
 
-    def _refuse_too_large(self, length: int) -> None:
-        # As the Functions host does: the body is never read, the connection is closed after the answer.
+    def _refuse_too_large(self, length: int, remaining: int | None) -> None:
+        """413, then discard what the client still sends (bounded) so that it can read the answer:
+        closing with unread data would reset the connection and lose the 413 in the client's buffer."""
         self.close_connection = True
         self._send_json(413, _error("body-too-large", f"request body of {length} bytes is over the host's "
                                     f"limit of {request_body_limit()} bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT)"))
+        self.wfile.flush()
+        if remaining is not None and self.headers.get("Expect", "").lower() == "100-continue":
+            return  # handle_expect_100 sent no 100 Continue: the client sends no body
+        budget = _DRAIN_BYTES if remaining is None else min(remaining, _DRAIN_BYTES)
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        try:
+            self.connection.settimeout(_DRAIN_IDLE_SECONDS)
+            while budget > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(_CHUNK, budget))
+                if not chunk:
+                    break
+                budget -= len(chunk)
+        except OSError:
+            pass  # timed out or reset: the client stopped sending
+
+    def handle_expect_100(self) -> bool:
+        # Refuse an oversized body before the client sends it, instead of inviting it with 100.
+        text = (self.headers.get("Content-Length") or "").strip()
+        if text.isascii() and text.isdigit() and int(text) > request_body_limit():
+            return True
+        return super().handle_expect_100()
 
     def _invoke(self, fn: HttpFunction, route_values: dict[str, str], query: str, body: bytes) -> None:
         host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
@@ -178,10 +263,12 @@ class _Handler(BaseHTTPRequestHandler):
                 response = _as_response(call(fn.handler, fn.arg_name, request))
             except Exception as exc:  # noqa: BLE001 - the host answers 500 for any failure
                 log.error("Executed '%s' (Failed): %s\n%s", fn.name, exc, traceback.format_exc().rstrip())
+                self.server.counts.add(fn.name)
                 self._send_json(500, _error("internal", f"{type(exc).__name__}: {exc}"))
                 return
             log.info("Executed '%s' (Succeeded, %d, Duration=%.0fms)", fn.name, response.status_code,
                      1000 * (time.perf_counter() - started))
+            self.server.counts.add(fn.name)
         self._send_response(response)
 
     def _send_response(self, response: func.HttpResponse) -> None:
@@ -206,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _finish(self, body: bytes) -> None:
         self.send_header("Content-Length", str(len(body)))
-        if self.server.draining:
+        if self.server.draining or self.close_connection:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()

@@ -62,15 +62,19 @@ class InvocationFilter(logging.Filter):
 FORMAT = "%(asctime)s %(levelname)-7s [%(invocation)s] %(name)s: %(message)s"
 
 
-def configure(level: int = logging.INFO) -> logging.Handler:
-    """Send every log record to stderr with the invocation tags (idempotent)."""
+WORKER_FORMAT = "%(asctime)s %(levelname)-7s pid=%(process)d [%(invocation)s] %(name)s: %(message)s"
+
+
+def configure(level: int = logging.INFO, *, worker_pid: bool = False) -> logging.Handler:
+    """Send every log record to stderr with the invocation tags (idempotent). `worker_pid`: each line
+    also names its process (the workers of `--workers N` share one console)."""
     root = logging.getLogger()
     for handler in root.handlers:
         if getattr(handler, "_devhost", False):
             return handler
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(InvocationFilter())
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(logging.Formatter(WORKER_FORMAT if worker_pid else FORMAT))
     handler._devhost = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)

@@ -1,10 +1,13 @@
 """Service Bus queue triggers on the local queue engine, settled the way the Functions host does.
 
-Per queue function: one dispatcher thread peek-locks up to `max_concurrent_calls` messages and runs
-each handler in a thread of its own. A handler that returns completes its message; one that raises
-abandons it (the engine dead-letters at max delivery count). Locks are renewed while a handler
-runs, for at most `max_auto_lock_renewal`; once a lock is lost the message is redelivered and the
-late settlement is only logged, as with Service Bus.
+Per queue function: one dispatcher thread peek-locks messages and runs each invocation in a thread
+of its own. A single-message trigger gets up to `max_concurrent_calls` invocations at once; a batch
+trigger (cardinality=MANY) gets one invocation in flight, with every message available at that
+moment up to `max_message_batch_size` (the dispatcher never waits to fill a batch). An invocation
+that returns completes its message(s); one that raises abandons them all (the engine dead-letters
+at max delivery count). Locks are renewed while an invocation runs, for at most
+`max_auto_lock_renewal`; once a lock is lost the message is redelivered and the late settlement is
+only logged, as with Service Bus.
 """
 from __future__ import annotations
 
@@ -20,11 +23,48 @@ from typing import Any
 from azure.functions.servicebus import ServiceBusMessage
 
 from devhost import logs
+from devhost.accounting import InvocationCounts
 from devhost.discovery import QueueFunction
 from devhost.invoke import call
 
 log = logging.getLogger("devhost.servicebus")
 _STATE = {"active": 0, "deferred": 1, "scheduled": 2}
+
+
+class EngineLink:
+    """Every call the host makes to the local queue engine, kept in one place.
+
+    The engine's module is being reorganised; only this class needs to follow it.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        from shared.bus.local_engine import LockLostError
+
+        self.engine = engine
+        self.LockLostError = LockLostError
+
+    def check_queue(self, queue: str, function_name: str) -> float:
+        """The queue's lock duration in seconds; LookupError if the engine does not know the queue."""
+        if queue not in self.engine.queues:
+            raise LookupError(f"function {function_name!r}: queue {queue!r} is not defined for the local "
+                              f"engine (known: {', '.join(sorted(self.engine.queues))})")
+        return self.engine.queues[queue].lock_duration.total_seconds()
+
+    def receive(self, queue: str, max_messages: int) -> list[Any]:
+        return self.engine.receive(queue, max_messages=max_messages)  # never blocks
+
+    def wait_for_messages(self, queue: str, timeout: float) -> None:
+        self.engine.wait_for_messages(queue, timeout)  # LISTEN/NOTIFY wake-up
+
+    def renew_lock(self, queue: str, lock_token: str) -> None:
+        self.engine.renew_lock(queue, lock_token)
+
+    def settle(self, queue: str, lock_token: str, error: str | None) -> None:
+        """Complete (error None) or abandon. The engine has no settle-many call: batches loop."""
+        if error is None:
+            self.engine.complete(queue, lock_token)
+        else:
+            self.engine.abandon(queue, lock_token, error_description=error)
 
 
 def to_function_message(msg: Any) -> ServiceBusMessage:
@@ -46,31 +86,41 @@ def to_function_message(msg: Any) -> ServiceBusMessage:
 
 @dataclass
 class _Delivery:
-    message: Any
+    """One invocation's messages: one for a single-message trigger, a whole batch for MANY."""
+
+    messages: list[Any]
     received: float = field(default_factory=time.monotonic)
     next_renewal: float = 0.0
     settled: bool = False  # by the handler thread or by shutdown, whichever comes first
-    lock_lost: bool = False
+    lost: set[str] = field(default_factory=set)  # lock tokens found lost while renewing
+
+    @property
+    def key(self) -> str:
+        return self.messages[0].lock_token
 
 
 class QueueConsumer:
     def __init__(self, fn: QueueFunction, engine: Any, *, max_concurrent_calls: int,
-                 max_auto_lock_renewal: timedelta, idle_wait: float = 1.0) -> None:
-        if fn.queue not in engine.queues:
-            raise LookupError(f"function {fn.name!r}: queue {fn.queue!r} is not defined for the local "
-                              f"engine (known: {', '.join(sorted(engine.queues))})")
+                 max_auto_lock_renewal: timedelta, idle_wait: float = 1.0, max_message_batch_size: int = 1000,
+                 counts: InvocationCounts | None = None) -> None:
+        self.link = engine if isinstance(engine, EngineLink) else EngineLink(engine)
+        lock_seconds = self.link.check_queue(fn.queue, fn.name)
         if max_concurrent_calls < 1:
             raise ValueError("max_concurrent_calls must be at least 1")
+        if max_message_batch_size < 1:
+            raise ValueError("max_message_batch_size must be at least 1")
         self.fn = fn
-        self.engine = engine
-        self.max_concurrent_calls = max_concurrent_calls
+        # A batch function has one batch in flight at a time, as in the Service Bus extension.
+        self.max_concurrent_calls = 1 if fn.many else max_concurrent_calls
+        self.batch_size = max_message_batch_size if fn.many else 1
         self.renewal_limit = max_auto_lock_renewal.total_seconds()
-        self.renew_every = engine.queues[fn.queue].lock_duration.total_seconds() / 2
+        self.renew_every = lock_seconds / 2
         self.idle_wait = idle_wait
-        self._slots = threading.BoundedSemaphore(max_concurrent_calls)
+        self.counts = counts
+        self._slots = threading.BoundedSemaphore(self.max_concurrent_calls)
         self._stop = threading.Event()
         self._lock = threading.Condition()
-        self._running: dict[str, _Delivery] = {}  # lock token -> delivery
+        self._running: dict[str, _Delivery] = {}  # first lock token -> delivery
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -98,8 +148,8 @@ class QueueConsumer:
             for delivery in unfinished:
                 delivery.settled = True
         for delivery in unfinished:
-            self._settle(delivery, reason, abandon_only=True)
-        return len(unfinished)
+            self._settle(delivery, reason)
+        return sum(len(d.messages) for d in unfinished)
 
     # -- receiving ---------------------------------------------------------------------------
     def _take_slots(self) -> int:
@@ -121,7 +171,8 @@ class QueueConsumer:
                 self._release(slots)
                 return
             try:
-                messages = self.engine.receive(self.fn.queue, max_messages=slots)
+                # Whatever is available now, never waiting to fill a batch.
+                messages = self.link.receive(self.fn.queue, slots * self.batch_size)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - keep pumping; the database may come back
                 self._release(slots)
@@ -129,12 +180,16 @@ class QueueConsumer:
                 log.warning("receive from %r failed (%s: %s); retrying", self.fn.queue, type(exc).__name__, exc)
                 self._stop.wait(min(5.0, 0.2 * 2 ** failures))
                 continue
-            self._release(slots - len(messages))
-            for message in messages:
-                self._start_handler(message)
+            if self.fn.many:
+                deliveries = [messages] if messages else []
+            else:
+                deliveries = [[message] for message in messages]
+            self._release(slots - len(deliveries))
+            for batch in deliveries:
+                self._start_handler(batch)
             if not messages:
                 try:
-                    self.engine.wait_for_messages(self.fn.queue, self.idle_wait)
+                    self.link.wait_for_messages(self.fn.queue, self.idle_wait)
                 except Exception as exc:  # noqa: BLE001
                     log.warning("waiting on %r failed (%s: %s)", self.fn.queue, type(exc).__name__, exc)
                     self._stop.wait(1.0)
@@ -143,65 +198,73 @@ class QueueConsumer:
         for _ in range(count):
             self._slots.release()
 
-    def _start_handler(self, message: Any) -> None:
-        delivery = _Delivery(message)
+    def _start_handler(self, messages: list[Any]) -> None:
+        delivery = _Delivery(messages)
         delivery.next_renewal = delivery.received + self.renew_every
         with self._lock:
-            self._running[message.lock_token] = delivery
+            self._running[delivery.key] = delivery
             self._lock.notify_all()
         threading.Thread(target=self._handle, args=(delivery,), daemon=True,
-                         name=f"sb-{self.fn.name}-{message.sequence_number}").start()
+                         name=f"sb-{self.fn.name}-{messages[0].sequence_number}").start()
 
     # -- handling ----------------------------------------------------------------------------
+    def _describe(self, delivery: _Delivery) -> str:
+        first = delivery.messages[0]
+        if not self.fn.many:
+            return f"queue {self.fn.queue}, delivery {first.delivery_count}, sequence {first.sequence_number}"
+        sequences = [m.sequence_number for m in delivery.messages]
+        return (f"queue {self.fn.queue}, Messages={len(delivery.messages)}, "
+                f"sequence {min(sequences)}..{max(sequences)}")
+
     def _handle(self, delivery: _Delivery) -> None:
-        message = delivery.message
+        messages = delivery.messages
+        size = f"Messages={len(messages)}, " if self.fn.many else ""
         try:
-            with logs.invocation(self.fn.name, str(uuid.uuid4()), message.message_id):
-                log.info("Executing '%s' (queue %s, delivery %d, sequence %d)", self.fn.name,
-                         self.fn.queue, message.delivery_count, message.sequence_number)
+            with logs.invocation(self.fn.name, str(uuid.uuid4()), None if self.fn.many else messages[0].message_id):
+                log.info("Executing '%s' (%s)", self.fn.name, self._describe(delivery))
                 error: str | None = None
                 started = time.perf_counter()
+                if self.fn.many:
+                    value: Any = [to_function_message(m) for m in messages]
+                else:
+                    value = to_function_message(messages[0])
                 try:
-                    call(self.fn.handler, self.fn.arg_name, to_function_message(message))
+                    call(self.fn.handler, self.fn.arg_name, value)
                 except Exception as exc:  # noqa: BLE001 - any failure abandons, as the host does
                     error = f"{type(exc).__name__}: {exc}"
-                    log.error("Executed '%s' (Failed, Duration=%.0fms): %s\n%s", self.fn.name,
+                    log.error("Executed '%s' (Failed, %sDuration=%.0fms): %s\n%s", self.fn.name, size,
                               1000 * (time.perf_counter() - started), error, traceback.format_exc().rstrip())
                 else:
-                    log.info("Executed '%s' (Succeeded, Duration=%.0fms)", self.fn.name,
+                    log.info("Executed '%s' (Succeeded, %sDuration=%.0fms)", self.fn.name, size,
                              1000 * (time.perf_counter() - started))
+                if self.counts is not None:
+                    self.counts.add(self.fn.name)
                 with self._lock:
                     already = delivery.settled
                     delivery.settled = True
                 if already:
-                    log.warning("finished after the host gave the message up; it will be redelivered")
+                    log.warning("finished after the host gave the message(s) up; they will be redelivered")
                 else:
                     self._settle(delivery, error)
         finally:
             with self._lock:
-                self._running.pop(message.lock_token, None)
+                self._running.pop(delivery.key, None)
                 self._lock.notify_all()
             self._slots.release()
 
-    def _settle(self, delivery: _Delivery, error: str | None, abandon_only: bool = False) -> None:
-        from shared.bus.local_engine import LockLostError
-
-        queue, token = self.fn.queue, delivery.message.lock_token
-        try:
-            if error is None and not abandon_only:
-                self.engine.complete(queue, token)
-            else:
-                self.engine.abandon(queue, token, error_description=error)
-        except LockLostError as exc:
-            log.warning("lock on message %s was lost before settlement (%s); Service Bus will redeliver it",
-                        delivery.message.message_id, exc)
-        except Exception as exc:  # noqa: BLE001 - the lock expires and the message comes back
-            log.error("settling message %s failed: %s: %s", delivery.message.message_id, type(exc).__name__, exc)
+    def _settle(self, delivery: _Delivery, error: str | None) -> None:
+        """Complete (error None) or abandon every message of the delivery."""
+        for message in delivery.messages:
+            try:
+                self.link.settle(self.fn.queue, message.lock_token, error)
+            except self.link.LockLostError as exc:
+                log.warning("lock on message %s was lost before settlement (%s); Service Bus will redeliver it",
+                            message.message_id, exc)
+            except Exception as exc:  # noqa: BLE001 - the lock expires and the message comes back
+                log.error("settling message %s failed: %s: %s", message.message_id, type(exc).__name__, exc)
 
     # -- lock renewal ------------------------------------------------------------------------
     def _renewer(self) -> None:
-        from shared.bus.local_engine import LockLostError
-
         if self.renewal_limit <= 0:
             return
         while True:
@@ -215,21 +278,23 @@ class QueueConsumer:
                     self._lock.wait(timeout if timeout is None else max(timeout, 0.01))
                     due = self._due()
             for delivery in due:
-                try:
-                    self.engine.renew_lock(self.fn.queue, delivery.message.lock_token)
-                except LockLostError as exc:
-                    delivery.lock_lost = True
-                    log.warning("lock on message %s lost while its handler runs: %s",
-                                delivery.message.message_id, exc)
-                except Exception as exc:  # noqa: BLE001 - try again at the next interval
-                    log.warning("renewing the lock on %s failed: %s: %s", delivery.message.message_id,
-                                type(exc).__name__, exc)
+                for message in delivery.messages:
+                    if message.lock_token in delivery.lost:
+                        continue
+                    try:
+                        self.link.renew_lock(self.fn.queue, message.lock_token)
+                    except self.link.LockLostError as exc:
+                        delivery.lost.add(message.lock_token)
+                        log.warning("lock on message %s lost while its handler runs: %s", message.message_id, exc)
+                    except Exception as exc:  # noqa: BLE001 - try again at the next interval
+                        log.warning("renewing the lock on %s failed: %s: %s", message.message_id,
+                                    type(exc).__name__, exc)
                 delivery.next_renewal = time.monotonic() + self.renew_every
 
     def _renewable(self) -> list[_Delivery]:
         now = time.monotonic()
         return [d for d in self._running.values()
-                if not d.settled and not d.lock_lost and now - d.received < self.renewal_limit]
+                if not d.settled and len(d.lost) < len(d.messages) and now - d.received < self.renewal_limit]
 
     def _due(self) -> list[_Delivery]:
         now = time.monotonic()

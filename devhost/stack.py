@@ -7,11 +7,14 @@ likewise VaultStorage for the vault.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,14 +67,54 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
 
 
+def _run_server_command(cmd: list[str], what: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL server command; a failure raises with the command's own output."""
+    result = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n"
+                           f"{(result.stderr or '').strip()}\n{(result.stdout or '').strip()}".rstrip())
+    return result
+
+
+def server_user_can_reach(directory: Path) -> bool:
+    """Can the server's user enter `directory` (every ancestor searchable)? Always, when not root."""
+    if os.geteuid() != 0:
+        return True
+    return subprocess.run(_as_server_user(["test", "-x", str(directory)]), capture_output=True).returncode == 0
+
+
+def relocated_server_dir(data_dir: Path) -> Path:
+    """Where a cluster lives when the `postgres` user cannot reach `data_dir` (a clone inside a 0700
+    home, as root): a directory of its own under /var/tmp, one per data directory path."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    base = Path("/var/tmp") if Path("/var/tmp").is_dir() else Path(tempfile.gettempdir())
+    return base / f"markr-pg-{digest}"
+
+
 @dataclass
 class Postgres:
+    """A private cluster whose data directory is `data_dir` (port file and log next to it).
+
+    As root the server runs as `postgres`; if that user cannot reach `data_dir`, the cluster's
+    files go to relocated_server_dir() and `data_dir` becomes a symlink to them (the pointer: delete
+    it, or .local/run, and the next start begins from an empty cluster). The user's directories'
+    permissions are never changed.
+    """
+
     data_dir: Path
     port: int = 0
     log_file: Path = field(init=False)
+    server_data_dir: Path = field(init=False)  # the real path the server commands get
 
     def __post_init__(self) -> None:
+        self.server_data_dir = self.data_dir
         self.log_file = self.data_dir.parent / "postgres.log"
+        if self.data_dir.is_symlink():
+            self._use(Path(os.readlink(self.data_dir)).parent)
+
+    def _use(self, server_dir: Path) -> None:
+        self.server_data_dir = server_dir / "data"
+        self.log_file = server_dir / "postgres.log"
 
     @property
     def url(self) -> str:
@@ -85,24 +128,39 @@ class Postgres:
             pw = pwd.getpwnam("postgres")
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
+    def _place(self) -> None:
+        """Decide where the cluster's files go before creating it (see the class docstring)."""
+        if self.data_dir.is_symlink() or (self.data_dir / "PG_VERSION").exists():
+            return  # placed by an earlier start
+        if server_user_can_reach(self.data_dir.parent):
+            return
+        server_dir = relocated_server_dir(self.data_dir)
+        # No pointer to it: whatever is there belongs to a cluster whose data dir was deleted.
+        shutil.rmtree(server_dir, ignore_errors=True)
+        server_dir.mkdir(mode=0o700, parents=True)
+        self._chown(server_dir)
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self.data_dir.symlink_to(server_dir / "data", target_is_directory=True)
+        self._use(server_dir)
+
     def start(self) -> str:
         """Create the cluster if needed and start it (or reuse it if it is already running)."""
         bindir = pg_bindir()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        if self._port_file().exists() and (self.data_dir / "postmaster.pid").exists():
+        self._place()
+        data = self.server_data_dir
+        if self._port_file().exists() and (data / "postmaster.pid").exists():
             self.port = int(self._port_file().read_text())
             if port_open(self.port):
                 return self.url
-        if not (self.data_dir / "PG_VERSION").exists():
-            if self.data_dir.exists():
-                shutil.rmtree(self.data_dir)
-            self.data_dir.mkdir(mode=0o700)
-            self._chown(self.data_dir)
-            subprocess.run(
-                _as_server_user([str(bindir / "initdb"), "-D", str(self.data_dir), "-U", PG_USER,
-                                 "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]),
-                check=True, capture_output=True,
-            )
+        if not (data / "PG_VERSION").exists():
+            if data.exists():
+                shutil.rmtree(data)
+            data.mkdir(mode=0o700)
+            self._chown(data)
+            _run_server_command([str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust",
+                                 "--encoding=UTF8", "--locale=C", "--no-sync"], "initdb")
         self.port = self.port or free_port()
         self._port_file().write_text(str(self.port))
         self.log_file.touch()
@@ -110,7 +168,7 @@ class Postgres:
         options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
                    "-c max_connections=200 -c fsync=on -c shared_buffers=256MB")
         result = subprocess.run(
-            _as_server_user([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+            _as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self.log_file),
                              "-o", options, "-w", "-t", "60", "start"]),
             capture_output=True, text=True,
         )
@@ -129,19 +187,23 @@ class Postgres:
                 conn.execute(f'CREATE DATABASE "{PG_USER}"')
 
     def stop(self) -> None:
-        if not (self.data_dir / "postmaster.pid").exists():
+        if not (self.server_data_dir / "postmaster.pid").exists():
             return
-        subprocess.run(
-            _as_server_user([str(pg_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
-            capture_output=True,
-        )
+        _run_server_command([str(pg_bindir() / "pg_ctl"), "-D", str(self.server_data_dir), "-m", "fast", "-w",
+                             "stop"], "pg_ctl stop")
 
     def kill(self) -> None:
         """Stop abruptly (immediate shutdown), as a crash would; the next start recovers from WAL."""
-        subprocess.run(
-            _as_server_user([str(pg_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"]),
-            capture_output=True,
-        )
+        _run_server_command([str(pg_bindir() / "pg_ctl"), "-D", str(self.server_data_dir), "-m", "immediate",
+                             "-w", "stop"], "pg_ctl stop -m immediate")
+
+    def remove(self) -> None:
+        """Delete the stopped cluster's files, wherever they live."""
+        if self.server_data_dir != self.data_dir:
+            shutil.rmtree(self.server_data_dir.parent, ignore_errors=True)
+        if self.data_dir.is_symlink():
+            self.data_dir.unlink()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def ensure_node_modules() -> None:
@@ -177,10 +239,15 @@ class Azurite:
             time.sleep(0.1)
         return self.connection_string
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGINT: Azurite saves its in-memory database only then (every 5 s otherwise, and not on
+        SIGTERM), so terminating it would lose the last writes. Escalate if it does not exit."""
+        if not self.process or self.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            self.process.send_signal(sig)
             try:
-                self.process.wait(10)
+                self.process.wait(wait)
+                return
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                continue

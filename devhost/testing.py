@@ -42,6 +42,11 @@ class HostProcess:
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The processes that run the functions (the host's own pid with --workers 1)."""
+        return json.loads(self.ready_file.read_text())["workers"]
+
     def kill(self) -> int:
         """SIGKILL, as a crash would: nothing is settled, locks simply run out."""
         self.process.send_signal(signal.SIGKILL)
@@ -59,8 +64,8 @@ class HostProcess:
 
 def start_host_process(env: dict[str, str], port: int = 0, *, app: str = "function_app:app",
                        queues_file: Path | None = None, grace: float = 30.0,
-                       extra_args: list[str] | None = None) -> HostProcess:
-    """Start `python -m devhost --no-stack` with `env` layered over os.environ.
+                       extra_args: list[str] | None = None, workers: int = 1) -> HostProcess:
+    """Start `python -m devhost --no-stack --workers <workers>` with `env` layered over os.environ.
 
     `env` must carry MARKR_DATABASE_URL (and VaultStorage if the app uses the vault). Call
     .wait_ready() before using .base_url.
@@ -68,7 +73,7 @@ def start_host_process(env: dict[str, str], port: int = 0, *, app: str = "functi
     work = Path(tempfile.mkdtemp(prefix="devhost-"))
     ready, log = work / "ready.json", work / "host.log"
     args = [sys.executable, "-m", "devhost", "--no-stack", "--port", str(port), "--app", app,
-            "--grace", str(grace), "--ready-file", str(ready), *(extra_args or [])]
+            "--grace", str(grace), "--ready-file", str(ready), "--workers", str(workers), *(extra_args or [])]
     if queues_file is not None:
         args += ["--queues", str(queues_file)]
     with open(log, "wb") as out:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import azure.functions as func
 
 from devhost import logs
+from devhost.accounting import InvocationCounts
 from devhost.discovery import TimerFunction
 from devhost.invoke import call
 
@@ -18,8 +19,9 @@ PAST_DUE_AFTER = timedelta(seconds=1)  # woke up this late (or a run overran the
 
 
 class TimerRunner:
-    def __init__(self, fn: TimerFunction) -> None:
+    def __init__(self, fn: TimerFunction, counts: InvocationCounts | None = None) -> None:
         self.fn = fn
+        self.counts = counts
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -63,5 +65,7 @@ class TimerRunner:
                               traceback.format_exc().rstrip())
                 else:
                     log.info("Executed '%s' (Succeeded)", self.fn.name)
+                if self.counts is not None:
+                    self.counts.add(self.fn.name)
         finally:
             self._idle.set()

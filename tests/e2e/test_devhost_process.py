@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -210,3 +211,115 @@ def test_sigkill_while_messages_are_locked_loses_nothing(slow_app) -> None:
         assert delivery_count >= 2 and pid == second.pid  # redelivered after the lock ran out
     assert run.engine.counts(SLOW_QUEUE).dead_lettered == 0
     assert second.terminate() == 0
+
+
+# -- several worker processes ------------------------------------------------------------------------
+WORKERS_QUEUE, WORKERS_BATCH_QUEUE = "workers-one", "workers-many"
+
+
+@pytest.fixture
+def workers_app(database_url: str, tmp_path: Path) -> Iterator[tuple[dict[str, str], LocalQueueEngine, Path]]:
+    from tests.e2e.apps.workers_app import SCHEMA as WORKERS_SCHEMA
+
+    queues_file = tmp_path / "queues.json"
+    write_queues(queues_file, {name: _slow_queue(30).with_overrides(name=name)
+                               for name in (WORKERS_QUEUE, WORKERS_BATCH_QUEUE)})
+    engine = LocalQueueEngine(database_url, load_queues(queues_file))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(WORKERS_SCHEMA)
+    env = {"MARKR_DATABASE_URL": database_url, "MARKR_BUS": "local", "WORKERS_APP_QUEUE": WORKERS_QUEUE,
+           "WORKERS_APP_BATCH_QUEUE": WORKERS_BATCH_QUEUE}
+    yield env, engine, queues_file
+    engine.close()
+
+
+def _start_workers(env, queues_file: Path, processes: list[HostProcess], workers: int = 2) -> HostProcess:
+    host = start_host_process(env, app="tests.e2e.apps.workers_app:app", queues_file=queues_file,
+                              workers=workers, extra_args=["--max-concurrent-calls", "2"])
+    processes.append(host)
+    return host.wait_ready(120)
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as resp:  # a new connection each time
+        return json.loads(resp.read())
+
+
+def _supervisor_dirs() -> set[Path]:
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob("devhost-workers-*"))
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie counts: nothing runs any more)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.slow
+def test_two_workers_share_http_and_queues_and_stop_on_sigterm(workers_app, processes, database_url) -> None:
+    env, engine, queues_file = workers_app
+    host = _start_workers(env, queues_file, processes)
+    assert not _supervisor_dirs()  # used only while the workers start
+    workers = host.worker_pids
+    assert len(set(workers)) == 2 and host.pid not in workers
+
+    served_by: list[int] = []
+    deadline = time.monotonic() + 120
+    while set(served_by) != set(workers):
+        assert time.monotonic() < deadline, f"HTTP served only by {set(served_by)}, workers {workers}"
+        served_by.append(_get_json(f"{host.base_url}/pid")["pid"])
+    assert set(served_by) <= set(workers)
+
+    ids = [f"one-{i:02d}" for i in range(40)]
+    engine.send_many(WORKERS_QUEUE, [OutgoingMessage(body=b"{}", message_id=i) for i in ids])
+    batch_ids = [f"many-{i:02d}" for i in range(25)]
+    engine.send_many(WORKERS_BATCH_QUEUE, [OutgoingMessage(body=b"{}", message_id=i) for i in batch_ids])
+
+    def rows(function_name: str) -> list[tuple[str, str, int]]:
+        with psycopg.connect(database_url) as conn:
+            return conn.execute("SELECT message_id, invocation, pid FROM worker_handled WHERE function_name = %s",
+                                (function_name,)).fetchall()
+
+    wait_until(lambda: len(rows("one_by_one")) == len(ids) and len(rows("in_batches")) == len(batch_ids)
+               and engine.counts(WORKERS_QUEUE).active == engine.counts(WORKERS_BATCH_QUEUE).active == 0,
+               timeout=120, what="every message")
+    singles, batches = rows("one_by_one"), rows("in_batches")
+    assert sorted(m for m, _, _ in singles) == ids and sorted(m for m, _, _ in batches) == batch_ids
+    assert {p for _, _, p in singles} == set(workers)  # both workers took queue messages
+    assert {p for _, _, p in batches} <= set(workers)
+
+    # Invocation counts are summed over both workers, whichever one answers.
+    expected = {"pid": len(served_by), "one_by_one": len(ids), "in_batches": len({i for _, i, _ in batches})}
+    for _ in range(4):
+        assert _get_json(f"http://127.0.0.1:{host.port}/admin/host/invocations") == expected
+
+    assert host.terminate(120) == 0
+    assert all(_gone(pid) for pid in workers)
+    log = host.log()
+    assert all(f"pid={pid} " in log for pid in workers)  # each worker's lines name it
+    assert log.count("host stopped") == 2
+
+
+@pytest.mark.slow
+def test_a_dead_worker_is_restarted_and_workers_die_with_the_host(workers_app, processes) -> None:
+    env, engine, queues_file = workers_app
+    host = _start_workers(env, queues_file, processes)
+    first, second = host.worker_pids
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: first not in host.worker_pids and len(host.worker_pids) == 2, timeout=120,
+               what="the worker to be restarted")
+    [replacement] = set(host.worker_pids) - {second}
+    deadline = time.monotonic() + 120
+    seen: set[int] = set()
+    while replacement not in seen:
+        assert time.monotonic() < deadline, "the restarted worker never served HTTP"
+        seen.add(_get_json(f"{host.base_url}/pid")["pid"])
+    # Killing the host is a crash of all of it: no worker keeps running (and consuming) on its own.
+    host.kill()
+    wait_until(lambda: _gone(replacement) and _gone(second), timeout=60, what="the workers to die")
+    assert not _supervisor_dirs()  # nothing left behind by the crash either

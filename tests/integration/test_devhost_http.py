@@ -181,7 +181,7 @@ def test_handler_logs_carry_function_and_invocation(host: LocalFunctionHost) -> 
     assert f"inv={invocation}]" in executing  # the same invocation id on the host's and the app's lines
 
 
-def test_body_over_the_host_limit_is_refused_unread(host: LocalFunctionHost, monkeypatch, caplog) -> None:
+def test_body_over_the_host_limit_is_refused_and_not_passed_on(host: LocalFunctionHost, monkeypatch, caplog) -> None:
     monkeypatch.setenv("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "1000")
     with caplog.at_level(logging.INFO):
         status, _, body = _request(f"{host.base_url}/echo", "POST", b"x" * 1001)
@@ -190,3 +190,121 @@ def test_body_over_the_host_limit_is_refused_unread(host: LocalFunctionHost, mon
     assert json.loads(body)["error"]["code"] == "body-too-large"
     assert (ok_status, len(ok_body)) == (207, 1000)
     assert [r.getMessage() for r in caplog.records if "echoing" in r.getMessage()] == ["echoing 1000 bytes"]
+
+
+# -- framing, limits and load, over raw sockets ------------------------------------------------------
+def _raw(port: int, request: bytes, *, shut_write: bool = True, timeout: float = 30) -> bytes:
+    """Send `request` as is and return everything the server answers until it closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        if shut_write:
+            sock.shutdown(socket.SHUT_WR)  # EOF: a body cut short stays cut short
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def _status_and_json(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+def _echo_log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "Executing 'echo'" in r.getMessage()]
+
+
+@pytest.mark.parametrize("request_bytes", [
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+                 id="bad-chunk-size"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabcd",
+                 id="chunk-cut-short"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n",
+                 id="no-last-chunk"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+                 id="two-different-content-lengths"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+                 id="two-equal-content-lengths"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"4\r\nabcd\r\n0\r\n\r\n", id="content-length-and-chunked"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: -4\r\n\r\nabcd", id="negative-length"),
+])
+def test_badly_framed_request_is_400_and_invokes_nothing(host: LocalFunctionHost, caplog, request_bytes) -> None:
+    with caplog.at_level(logging.INFO, logger="devhost.http"):
+        answer = _raw(host.port, request_bytes)
+    status, body = _status_and_json(answer)
+    assert status == 400
+    assert body["error"]["code"] == "bad-request" and body["error"]["message"]
+    assert b"\r\nConnection: close" in answer.partition(b"\r\n\r\n")[0]
+    assert _echo_log_lines(caplog) == []
+    assert _request(f"{host.base_url}/items/1")[0] == 200  # and the server keeps serving
+
+
+def test_well_framed_chunked_body_with_extensions_and_trailers(host: LocalFunctionHost) -> None:
+    answer = _raw(host.port, b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                             b"Connection: close\r\n\r\n4;ext=1\r\nabcd\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 207") and body == b"abcd0123456789"
+
+
+def test_413_is_readable_by_a_client_that_sends_the_whole_body(host: LocalFunctionHost, monkeypatch) -> None:
+    # No Expect: 100-continue: the client writes all 8 MiB before it reads. Closing without reading
+    # them would reset the connection and the client would never see the 413.
+    monkeypatch.setenv("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "1000")
+    for _ in range(3):
+        conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=60)
+        conn.request("POST", "/api/echo", body=b"x" * (8 * 1024 * 1024),
+                      headers={"Content-Type": "application/octet-stream"})
+        resp = conn.getresponse()
+        assert resp.status == 413
+        assert resp.getheader("Connection") == "close"
+        assert json.loads(resp.read())["error"]["code"] == "body-too-large"
+        conn.close()
+
+
+def test_413_for_an_oversized_chunked_body_is_readable(host: LocalFunctionHost, monkeypatch) -> None:
+    monkeypatch.setenv("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "1000")
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=60)
+    conn.request("POST", "/api/echo", body=iter([b"y" * 65536] * 64), encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 413 and json.loads(resp.read())["error"]["code"] == "body-too-large"
+    conn.close()
+
+
+def test_413_with_expect_100_continue_is_sent_before_the_body(host: LocalFunctionHost, monkeypatch) -> None:
+    monkeypatch.setenv("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", "1000")
+    answer = _raw(host.port, b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                             b"Expect: 100-continue\r\n\r\n", shut_write=False)
+    assert not answer.startswith(b"HTTP/1.1 100")
+    status, body = _status_and_json(answer)
+    assert status == 413 and body["error"]["code"] == "body-too-large"
+
+
+def test_200_concurrent_posts_all_get_an_answer(host: LocalFunctionHost) -> None:
+    # With socketserver's listen backlog of 5, some of these were reset before being accepted.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(i: int) -> tuple[int, bytes]:
+        status, _, body = _request(f"{host.base_url}/echo", "POST", str(i).encode())
+        return status, body
+
+    with ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(post, range(200)))
+    assert results == [(207, str(i).encode()) for i in range(200)]
+
+
+def test_invocation_counts_endpoint() -> None:
+    h = LocalFunctionHost(_app(), port=0).start()
+    try:
+        for _ in range(3):
+            _request(f"{h.base_url}/items/1")
+        _request(f"{h.base_url}/boom")  # failures count too
+        _request(f"{h.base_url}/nope")  # no function: nothing to count
+        status, headers, body = _request(f"http://127.0.0.1:{h.port}/admin/host/invocations")
+    finally:
+        h.stop(5)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"aggregate": 0, "boom": 1, "echo": 0, "item": 3, "special": 0, "text": 0}
