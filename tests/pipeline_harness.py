@@ -19,9 +19,7 @@ from azure.functions.servicebus import ServiceBusMessage
 from devhost.discovery import indexed_functions
 from shared import wiring
 from shared.bus.local_engine import LocalQueueEngine
-from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION
-
-QUEUES = (VALIDATION, MARKING, AGGREGATION, NOTIFICATION)
+from shared.bus.queues import PIPELINE_QUEUES
 
 
 @dataclass
@@ -111,7 +109,7 @@ class Pipeline:
         delivered = 0
         while delivered < limit:
             progressed = False
-            for queue in QUEUES:
+            for queue in (q for q in PIPELINE_QUEUES if q in self.handlers):  # the consumed ones
                 while self.deliver_one(queue):
                     delivered += 1
                     progressed = True

@@ -11,8 +11,8 @@ dead-lettered ('MaxDeliveryCountExceeded'); a message past its time-to-live is d
 duplicate detection window is silently dropped, even if the first message was already completed.
 
 Settling (complete/abandon/dead_letter/renew_lock) needs the message's current lock token: once
-the message was received again (or settled, or is unknown) the old token raises LockLostError.
-A token whose lock ran out but whose message nobody took yet still settles it.
+the message was received again (or settled, or is unknown), or once its lock ran out (even if
+nobody took the message since), the token raises LockLostError, as Service Bus refuses it.
 
 `wait_for_messages` uses LISTEN/NOTIFY (send notifies in its transaction) on one listening
 connection per engine, so idle consumers wake within milliseconds of a send.
@@ -179,7 +179,7 @@ UPDATE bus.messages SET
                                          ELSE dead_letter_error_description END,
     dead_lettered_at = CASE WHEN {exhausted} THEN now() ELSE dead_lettered_at END,
     lock_token = NULL, locked_until = NULL, visible_at = now()
-WHERE queue = %(queue)s AND lock_token = %(token)s
+WHERE queue = %(queue)s AND lock_token = %(token)s AND locked_until > now()
 RETURNING state
 """.replace("{exhausted}", "(state = 'active' AND delivery_count >= %(max_delivery)s)")
 
@@ -365,7 +365,8 @@ class LocalQueueEngine:
         with self._pool.connection() as conn:
             row = conn.execute(
                 "UPDATE bus.messages SET locked_until = now() + %(lock)s, visible_at = now() + %(lock)s"
-                " WHERE queue = %(queue)s AND lock_token = %(token)s RETURNING locked_until",
+                " WHERE queue = %(queue)s AND lock_token = %(token)s AND locked_until > now()"
+                " RETURNING locked_until",
                 {"queue": queue, "token": _token(lock_token), "lock": definition.lock_duration},
             ).fetchone()
         if row is None:
@@ -375,7 +376,8 @@ class LocalQueueEngine:
     def complete(self, queue: str, lock_token: str) -> None:
         self._queue(queue)
         with self._pool.connection() as conn:
-            row = conn.execute("DELETE FROM bus.messages WHERE queue = %s AND lock_token = %s RETURNING 1",
+            row = conn.execute("DELETE FROM bus.messages WHERE queue = %s AND lock_token = %s AND locked_until > now()"
+                               " RETURNING 1",
                                (queue, _token(lock_token))).fetchone()
         if row is None:
             raise self._lock_lost(queue, lock_token)
@@ -396,7 +398,8 @@ class LocalQueueEngine:
     def dead_letter(self, queue: str, lock_token: str, reason: str, description: str | None = None) -> None:
         self._queue(queue)
         with self._pool.connection() as conn:
-            row = conn.execute("SELECT state FROM bus.messages WHERE queue = %s AND lock_token = %s FOR UPDATE",
+            row = conn.execute("SELECT state FROM bus.messages WHERE queue = %s AND lock_token = %s"
+                               " AND locked_until > now() FOR UPDATE",
                                (queue, _token(lock_token))).fetchone()
             if row is None:
                 raise self._lock_lost(queue, lock_token)
@@ -412,7 +415,7 @@ class LocalQueueEngine:
     @staticmethod
     def _lock_lost(queue: str, lock_token: str) -> LockLostError:
         return LockLostError(f"queue {queue!r}: lock {lock_token} is not held (unknown, settled, or the "
-                             "lock expired and the message was received again)")
+                             "lock expired)")
 
     # --- inspection ------------------------------------------------------------------------------
 

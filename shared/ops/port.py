@@ -13,8 +13,7 @@ from typing import Any, Protocol
 from shared.bus import queues
 from shared.bus.port import OutgoingMessage, QueueCounts
 
-# The pipeline's queues, in the order a document travels through them.
-PIPELINE_QUEUES = (queues.VALIDATION, queues.MARKING, queues.AGGREGATION, queues.NOTIFICATION)
+PIPELINE_QUEUES = queues.PIPELINE_QUEUES
 RESUBMITTED_FROM = "resubmittedFrom"
 
 

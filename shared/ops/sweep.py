@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared.bus.port import Bus, OutgoingMessage
-from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION
+from shared.bus.queues import NOTIFICATION, PIPELINE_QUEUES, base_queue
 from shared.ops.port import DeadLetter, QueueOps
 from shared.pipeline import messages
 
 log = logging.getLogger(__name__)
 
-SWEPT_QUEUES = (VALIDATION, MARKING, AGGREGATION)
+SWEPT_QUEUES = tuple(q for q in PIPELINE_QUEUES if q != NOTIFICATION)
 PAGE = 100
 MAX_PER_QUEUE = 1000  # a bounded peek per run; a larger backlog is an incident for a human anyway
 
@@ -38,7 +38,7 @@ class SweepReport:
 def failure_event(dead: DeadLetter) -> OutgoingMessage | None:
     """The `failed` notification for one dead letter, or None if its body names no submission."""
     try:
-        data = messages.decode(dead.queue, dead.body)
+        data = messages.decode(base_queue(dead.queue), dead.body)
     except messages.InvalidMessageError:
         return None
     at = dead.dead_lettered_at_utc or dead.enqueued_time_utc or datetime.now(UTC)

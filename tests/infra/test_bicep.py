@@ -120,7 +120,7 @@ def test_queues_json_holds_the_required_queue_settings() -> None:
     spec = queue_spec()
     for queue in spec["queues"]:
         merged = {**spec["defaults"], **queue}
-        assert merged["lockDuration"] == "PT5M"
+        assert merged["lockDuration"] == "PT1M"
         assert merged["defaultMessageTimeToLive"] == "P14D"
         assert merged["requiresDuplicateDetection"] is True
         assert merged["duplicateDetectionHistoryTimeWindow"] == "P1D"

@@ -165,11 +165,19 @@ def test_expired_lock_redelivers_and_old_token_is_stale(engine: LocalQueueEngine
     assert engine.counts("short-lock").active == 0
 
 
-def test_expired_lock_not_yet_taken_still_settles(engine: LocalQueueEngine) -> None:
+def test_expired_lock_is_refused_even_if_nobody_took_the_message(engine: LocalQueueEngine) -> None:
+    # Service Bus refuses a settle once the lock ran out; the message stays for the next receiver.
     engine.send("short-lock", msg("late"))
     got = only(engine.receive("short-lock"))
     time.sleep(PAST_SHORT)
-    engine.complete("short-lock", got.lock_token)
+    for settle in (engine.complete, engine.abandon, engine.renew_lock):
+        with pytest.raises(LockLostError):
+            settle("short-lock", got.lock_token)
+    with pytest.raises(LockLostError):
+        engine.dead_letter("short-lock", got.lock_token, "Bad")
+    again = only(engine.receive("short-lock"))
+    assert (again.message_id, again.delivery_count, again.state) == ("late", 2, "active")
+    engine.complete("short-lock", again.lock_token)
     assert engine.receive("short-lock") == []
 
 

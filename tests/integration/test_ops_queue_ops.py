@@ -125,7 +125,7 @@ def test_sweep_reports_each_dead_letter_once_and_never_loops_on_notifications(en
     dead_letter(engine, NOTIFICATION, pipeline_message(NOTIFICATION, run))
 
     report = sweep(ops, engine)
-    assert report.notified == {VALIDATION: 1, MARKING: 1, AGGREGATION: 1}
+    assert {q: n for q, n in report.notified.items() if n} == {VALIDATION: 1, MARKING: 1, AGGREGATION: 1}
     assert report.unreadable == [f"{AGGREGATION}/not-a-pipeline-message"]
     assert sweep(ops, engine).notified == report.notified  # sent again ...
     events = engine.peek(NOTIFICATION)

@@ -37,8 +37,9 @@ def test_queue_functions_consume_their_own_queue_through_one_connection_setting(
         "notifier": (queues.NOTIFICATION, "ServiceBusConnection"),
         "aggregator": (queues.AGGREGATION, "ServiceBusConnection"),
     }
-    # Every queue a function consumes is defined once, in infra/queues.json.
-    assert {q for q, _ in consumers.values()} == set(queues.queue_definitions())
+    # Every queue a function consumes is defined once, in infra/queues.json (the retry queues
+    # are defined ahead of their consumers).
+    assert {q for q, _ in consumers.values()} <= set(queues.queue_definitions())
 
 
 def test_dead_letter_sweeper_runs_on_the_configured_schedule():
