@@ -373,3 +373,25 @@ def test_message_survives_postgres_restart(engine: LocalQueueEngine, pg_server_h
     time.sleep(0.3)
     engine.send("work", msg("after-reconnect"))
     assert woke.wait(15), "wait_for_messages did not wake after the database restart"
+
+
+def test_complete_many_settles_the_held_locks_and_names_the_lost_ones(engine: LocalQueueEngine) -> None:
+    engine.send_many("work", [msg(f"batch-{i}") for i in range(5)])
+    got = engine.receive("work", 5)
+    assert [m.message_id for m in got] == [f"batch-{i}" for i in range(5)]
+    engine.complete("work", got[0].lock_token)  # settled already: reported lost below
+    with pytest.raises(LockLostError) as lost:
+        engine.complete_many("work", [m.lock_token for m in got] + ["not-a-token"])
+    assert lost.value.lock_tokens == [got[0].lock_token, "not-a-token"]
+    assert engine.counts("work").active == 0  # the held ones were completed all the same
+    engine.complete_many("work", [])
+
+
+def test_complete_many_refuses_expired_locks(engine: LocalQueueEngine) -> None:
+    engine.send_many("short-lock", [msg("a"), msg("b")])
+    got = engine.receive("short-lock", 2)
+    time.sleep(PAST_SHORT)
+    with pytest.raises(LockLostError) as lost:
+        engine.complete_many("short-lock", [m.lock_token for m in got])
+    assert sorted(lost.value.lock_tokens) == sorted(m.lock_token for m in got)
+    assert [m.delivery_count for m in engine.receive("short-lock", 2)] == [2, 2]
