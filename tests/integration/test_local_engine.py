@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.bus.local_engine import LocalQueueEngine, LockLostError, ReceivedMessage, UnknownQueueError
+from shared.bus.local import LocalQueueEngine, LockLostError, ReceivedMessage, UnknownQueueError
 from shared.bus.port import OutgoingMessage
 from shared.bus.queues import QueueDefinition
 
@@ -395,3 +395,22 @@ def test_complete_many_refuses_expired_locks(engine: LocalQueueEngine) -> None:
         engine.complete_many("short-lock", [m.lock_token for m in got])
     assert sorted(lost.value.lock_tokens) == sorted(m.lock_token for m in got)
     assert [m.delivery_count for m in engine.receive("short-lock", 2)] == [2, 2]
+
+
+def test_a_dead_letter_gets_a_new_sequence_number_in_the_order_messages_died(engine: LocalQueueEngine) -> None:
+    # As in Service Bus: the sub-queue numbers messages as they arrive, so a reader that keeps a
+    # high-water mark (the dead-letter sweep) sees an older message that dies later.
+    engine.send_many("one-delivery", [msg("older"), msg("newer")])
+    older, newer = engine.receive("one-delivery", 2)
+    engine.dead_letter("one-delivery", newer.lock_token, "Bad")
+    engine.abandon("one-delivery", older.lock_token, "failed")  # last delivery: dead-lettered
+    dead = engine.peek("one-delivery", dead_letter=True)
+    assert [m.message_id for m in dead] == ["newer", "older"]
+    assert older.sequence_number < newer.sequence_number < dead[0].sequence_number < dead[1].sequence_number
+    engine.send("one-delivery", msg("expires"))
+    expired = only(engine.receive("one-delivery"))
+    time.sleep(PAST_SHORT)  # its lock runs out after its only delivery
+    assert engine.expire("one-delivery") == 1
+    last = engine.peek("one-delivery", dead_letter=True)[-1]
+    assert last.message_id == "expires" and last.sequence_number > max(expired.sequence_number,
+                                                                        dead[1].sequence_number)

@@ -14,6 +14,8 @@ Settling (complete/abandon/dead_letter/renew_lock) needs the message's current l
 the message was received again (or settled, or is unknown), or once its lock ran out (even if
 nobody took the message since), the token raises LockLostError, as Service Bus refuses it.
 
+A message moved to the dead-letter sub-queue gets a new sequence number there, as in Service Bus.
+
 Each operation is one statement: a receive of many takes them all at once, complete_many settles
 a batch at once, and a send (of one or many) notifies once, in its transaction.
 
@@ -269,11 +271,11 @@ class LocalQueueEngine:
     def abandon(self, queue: str, lock_token: str, error_description: str | None = None) -> None:
         """Release the lock; after the last allowed delivery the message is dead-lettered instead."""
         definition = self._queue(queue)
+        params = {"queue": queue, "token": _token(lock_token), "description": error_description,
+                  "max_delivery": definition.max_delivery_count}
         with self._pool.connection() as conn:
-            row = conn.execute(sql.ABANDON, {
-                "queue": queue, "token": _token(lock_token), "description": error_description,
-                "max_delivery": definition.max_delivery_count,
-            }).fetchone()
+            row = (conn.execute(sql.ABANDON_EXHAUSTED, params).fetchone()
+                   or conn.execute(sql.ABANDON, params).fetchone())
             if row is not None and row[0] == "active":
                 conn.execute(sql.NOTIFY, {"channel": channel_name(queue)})
         if row is None:

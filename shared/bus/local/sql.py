@@ -78,6 +78,9 @@ PURGE_SEEN_IDS = "DELETE FROM bus.seen_message_ids WHERE queue = %(queue)s AND e
 # Messages past their time-to-live, or out of deliveries, leave the queue instead of being delivered:
 # dropped, or moved to the dead-letter sub-queue. Shared by receive and the expiry sweep; `src` is a
 # CTE of locked rows with columns (sequence_number, expired, exhausted).
+# A message entering the dead-letter sub-queue gets a new sequence number, as in Service Bus (its
+# sub-queue numbers messages in the order they arrive), so a reader that remembers the highest
+# number it has seen (the dead-letter sweep) also sees a message that dies later with a lower one.
 _RETIRE = """
 ), dropped AS (
     DELETE FROM bus.messages m USING {src} c
@@ -89,7 +92,8 @@ _RETIRE = """
         dead_letter_reason = CASE WHEN c.expired THEN 'TTLExpiredException' ELSE 'MaxDeliveryCountExceeded' END,
         dead_letter_error_description = CASE WHEN c.expired THEN 'message expired before it was consumed'
                                              ELSE 'lock expired' END,
-        dead_lettered_at = now(), lock_token = NULL, locked_until = NULL, visible_at = now()
+        dead_lettered_at = now(), lock_token = NULL, locked_until = NULL, visible_at = now(),
+        sequence_number = DEFAULT
     FROM {src} c
     WHERE m.sequence_number = c.sequence_number
       AND ((c.expired AND %(expiry_to_dlq)s) OR (c.exhausted AND NOT c.expired))
@@ -172,20 +176,23 @@ WHERE queue = %(queue)s AND lock_token = ANY(%(tokens)s::uuid[]) AND locked_unti
 RETURNING lock_token
 """
 
-# %(queue)s %(token)s %(max_delivery)s %(description)s: after the last allowed delivery the message
-# is dead-lettered instead of released.
-_EXHAUSTED = "(state = 'active' AND delivery_count >= %(max_delivery)s)"
-ABANDON = sql.SQL("""
+# %(queue)s %(token)s %(max_delivery)s %(description)s: after the last allowed delivery an abandoned
+# message is dead-lettered instead of released (two statements: only DEFAULT may set the sequence number).
+ABANDON_EXHAUSTED = """
 UPDATE bus.messages SET
-    state = CASE WHEN {exhausted} THEN 'deadlettered' ELSE state END,
-    dead_letter_reason = CASE WHEN {exhausted} THEN 'MaxDeliveryCountExceeded' ELSE dead_letter_reason END,
-    dead_letter_error_description = CASE WHEN {exhausted} THEN %(description)s
-                                         ELSE dead_letter_error_description END,
-    dead_lettered_at = CASE WHEN {exhausted} THEN now() ELSE dead_lettered_at END,
-    lock_token = NULL, locked_until = NULL, visible_at = now()
+    state = 'deadlettered', dead_letter_reason = 'MaxDeliveryCountExceeded',
+    dead_letter_error_description = %(description)s, dead_lettered_at = now(),
+    lock_token = NULL, locked_until = NULL, visible_at = now(), sequence_number = DEFAULT
+WHERE queue = %(queue)s AND lock_token = %(token)s AND locked_until > now()
+  AND state = 'active' AND delivery_count >= %(max_delivery)s
+RETURNING state
+"""
+
+ABANDON = """
+UPDATE bus.messages SET lock_token = NULL, locked_until = NULL, visible_at = now()
 WHERE queue = %(queue)s AND lock_token = %(token)s AND locked_until > now()
 RETURNING state
-""").format(exhausted=sql.SQL(_EXHAUSTED))
+"""
 
 NOTIFY = "SELECT pg_notify(%(channel)s, '')"
 
@@ -200,7 +207,7 @@ FOR UPDATE
 DEAD_LETTER = """
 UPDATE bus.messages SET state = 'deadlettered', dead_letter_reason = %(reason)s,
     dead_letter_error_description = %(description)s, dead_lettered_at = now(),
-    lock_token = NULL, locked_until = NULL, visible_at = now()
+    lock_token = NULL, locked_until = NULL, visible_at = now(), sequence_number = DEFAULT
 WHERE queue = %(queue)s AND lock_token = %(token)s
 """
 
