@@ -18,7 +18,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from devhost.discovery import indexed_functions
 from shared import wiring
-from shared.bus.local_engine import LocalQueueEngine
+from shared.bus.local import LocalQueueEngine
 from shared.bus.queues import PIPELINE_QUEUES
 
 

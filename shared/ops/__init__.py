@@ -1,8 +1,11 @@
-"""Operations: queue counts, dead-letter draining, and replaying submissions from the vault.
+"""Operator use cases: replaying from the vault (replay.py), the dead-letter sweep (sweep.py) and
+the queues report (report.py). The broker's admin side itself is shared.bus.port.BusAdmin.
 
-`queue_ops()` returns the QueueOps adapter for the configured bus (settings().bus).
+`queue_ops()` returns the BusAdmin adapter for the configured bus (settings().bus).
 """
+from shared.bus.port import BusAdmin, DeadLetter, QueueCounts, ResubmitResult
 from shared.ops.factory import queue_ops
-from shared.ops.port import DeadLetter, QueueCounts, QueueOps, ResubmitResult
 
-__all__ = ["DeadLetter", "QueueCounts", "QueueOps", "ResubmitResult", "queue_ops"]
+QueueOps = BusAdmin
+
+__all__ = ["BusAdmin", "DeadLetter", "QueueCounts", "QueueOps", "ResubmitResult", "queue_ops"]

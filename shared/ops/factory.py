@@ -1,30 +1,29 @@
-"""Picks the QueueOps adapter for settings().bus, like shared.wiring does for the Bus port."""
+"""Picks the BusAdmin adapter for settings().bus, sharing the adapter shared.wiring built for the Bus
+port (for Azure the very same object, so one client and credential serve both).
+
+To be replaced by the composition root (shared/bootstrap.py).
+"""
 from __future__ import annotations
 
-from functools import lru_cache
-
 from shared import wiring
-from shared.config import Settings, settings
-from shared.ops.port import OpsError, QueueOps
+from shared.bus.port import BusAdmin, BusAdminError
+from shared.config import settings
 
 
-@lru_cache(maxsize=4)
-def _azure(s: Settings) -> QueueOps:
-    from shared.ops.azure import AzureQueueOps
-
-    return AzureQueueOps.from_settings(s)
-
-
-def queue_ops() -> QueueOps:
+def queue_ops() -> BusAdmin:
     s = settings()
     if s.bus == "local":
-        from shared.bus.local_engine import LocalQueueEngine
-        from shared.ops.local import LocalQueueOps
+        from shared.bus.local import LocalBusAdmin, LocalQueueEngine
 
         engine = wiring.bus()
         if not isinstance(engine, LocalQueueEngine):
-            raise OpsError("MARKR_BUS=local but the wired bus is not the local queue engine")
-        return LocalQueueOps(engine)
+            raise BusAdminError("MARKR_BUS=local but the wired bus is not the local queue engine")
+        return LocalBusAdmin(engine)
     if s.bus == "azure":
-        return _azure(s)
-    raise OpsError(f"MARKR_BUS must be 'local' or 'azure', not {s.bus!r}")
+        from shared.bus.azure import AzureServiceBus
+
+        bus = wiring.bus()
+        if not isinstance(bus, AzureServiceBus):
+            raise BusAdminError("MARKR_BUS=azure but the wired bus is not the Azure Service Bus adapter")
+        return bus
+    raise BusAdminError(f"MARKR_BUS must be 'local' or 'azure', not {s.bus!r}")

@@ -11,11 +11,9 @@ from click.testing import CliRunner, Result
 
 from markr_ops.cli import main
 from shared import wiring
-from shared.bus.local_engine import LocalQueueEngine
-from shared.bus.port import OutgoingMessage
+from shared.bus.local import LocalBusAdmin, LocalQueueEngine
+from shared.bus.port import BusAdminError, OutgoingMessage
 from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION
-from shared.ops.local import LocalQueueOps
-from shared.ops.port import OpsError
 from shared.ops.sweep import sweep
 from shared.pipeline import messages
 from shared.pipeline.messages import SubmissionRef
@@ -57,7 +55,7 @@ def plain(message_id: str) -> OutgoingMessage:
 
 
 def test_purge_removes_only_the_named_dead_letters(engine: LocalQueueEngine) -> None:
-    ops = LocalQueueOps(engine)
+    ops = LocalBusAdmin(engine)
     ids = [dead_letter(engine, MARKING, plain(f"m-{i}")) for i in range(4)]
     engine.send(MARKING, plain("alive"))
     assert ops.purge(MARKING, [ids[0], ids[2], "no-such-id"]) == 2
@@ -68,7 +66,7 @@ def test_purge_removes_only_the_named_dead_letters(engine: LocalQueueEngine) -> 
 
 
 def test_resubmit_sends_a_new_message_then_removes_the_dead_letter(engine: LocalQueueEngine) -> None:
-    ops = LocalQueueOps(engine)
+    ops = LocalBusAdmin(engine)
     first, second = dead_letter(engine, VALIDATION, plain("v-1")), dead_letter(engine, VALIDATION, plain("v-2"))
     result = ops.resubmit(VALIDATION, [second, "missing"])
     assert result.not_found == ["missing"] and list(result.resubmitted) == [second]
@@ -89,20 +87,20 @@ def test_resubmit_sends_a_new_message_then_removes_the_dead_letter(engine: Local
 
 def test_a_failed_send_leaves_the_message_dead_lettered(database_url: str, engine: LocalQueueEngine) -> None:
     class Unsendable(LocalQueueEngine):
-        def send(self, queue: str, message: OutgoingMessage) -> None:
+        def send_many(self, queue: str, messages: list[OutgoingMessage]) -> None:
             raise ConnectionError("the queue is unreachable")
 
     broken = Unsendable(database_url)
     dead_letter(engine, MARKING, plain("m-1"))
     with pytest.raises(ConnectionError):
-        LocalQueueOps(broken).resubmit(MARKING, ["m-1"])
-    [still] = LocalQueueOps(engine).dead_letters(MARKING)
+        LocalBusAdmin(broken).resubmit(MARKING, ["m-1"])
+    [still] = LocalBusAdmin(engine).dead_letters(MARKING)
     assert (still.message_id, still.reason) == ("m-1", "Broken")
     assert engine.peek(MARKING) == []
 
 
 def test_counts_and_peek_show_dead_letters_with_their_reason(engine: LocalQueueEngine) -> None:
-    ops = LocalQueueOps(engine)
+    ops = LocalBusAdmin(engine)
     dead_letter(engine, AGGREGATION, plain("a-1"), "MaxDeliveryCountExceeded", "lock expired")
     engine.send(AGGREGATION, plain("a-2"))
     counts = ops.counts(AGGREGATION)
@@ -111,12 +109,12 @@ def test_counts_and_peek_show_dead_letters_with_their_reason(engine: LocalQueueE
     [dead] = ops.dead_letters(AGGREGATION)
     assert (dead.reason, dead.description, dead.correlation_id) == ("MaxDeliveryCountExceeded", "lock expired", "corr")
     assert ops.dead_letter(AGGREGATION, "a-1") == dead and ops.dead_letter(AGGREGATION, "a-2") is None
-    with pytest.raises(OpsError, match="unknown queue 'nope'"):
+    with pytest.raises(BusAdminError, match="unknown queue 'nope'"):
         ops.counts("nope")
 
 
 def test_sweep_reports_each_dead_letter_once_and_never_loops_on_notifications(engine: LocalQueueEngine) -> None:
-    ops = LocalQueueOps(engine)
+    ops = LocalBusAdmin(engine)
     run = "01HZX3K9Q5M7B2C4D6E8F0G1H3"
     dead_letter(engine, VALIDATION, pipeline_message(VALIDATION, run), "TTLExpiredException", "expired")
     dead_letter(engine, MARKING, pipeline_message(MARKING, run), "MaxDeliveryCountExceeded", "CheckViolation")
@@ -171,7 +169,7 @@ def test_cli_exit_codes(run_cli, engine: LocalQueueEngine) -> None:
     assert run_cli("reprocess", "--all", "--since", "last tuesday").exit_code == 2
 
     declined = run_cli("dead-letters", "purge", MARKING, "m-1", input="n\n")
-    assert declined.exit_code == 1 and len(LocalQueueOps(engine).dead_letters(MARKING)) == 2
+    assert declined.exit_code == 1 and len(LocalBusAdmin(engine).dead_letters(MARKING)) == 2
     purged = run_cli("dead-letters", "purge", MARKING, "m-1", input="y\n")
     assert purged.exit_code == 0 and "1 dead letter(s) purged" in purged.output
 

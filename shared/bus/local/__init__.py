@@ -3,7 +3,9 @@
 sql.py (statements), engine.py (LocalQueueEngine: send, receive, settle, peek, counts),
 listener.py (LISTEN/NOTIFY wake-ups), admin.py (LocalBusAdmin: the BusAdmin port for operators).
 """
+from shared.bus.local.admin import LocalBusAdmin
 from shared.bus.local.engine import LocalQueueEngine, LockLostError, ReceivedMessage, UnknownQueueError
 from shared.bus.local.listener import channel_name
 
-__all__ = ["LocalQueueEngine", "LockLostError", "ReceivedMessage", "UnknownQueueError", "channel_name"]
+__all__ = ["LocalBusAdmin", "LocalQueueEngine", "LockLostError", "ReceivedMessage", "UnknownQueueError",
+           "channel_name"]
