@@ -249,7 +249,9 @@ class LocalQueueEngine:
         return row[0].astimezone(UTC)
 
     def complete(self, queue: str, lock_token: str) -> None:
-        self.complete_many(queue, [lock_token])
+        self._queue(queue)
+        if self._one(sql.COMPLETE, {"queue": queue, "token": _token(lock_token)}) is None:
+            raise _lock_lost(queue, [lock_token])
 
     def complete_many(self, queue: str, lock_tokens: list[str]) -> None:
         """Complete every message whose lock is held, in one statement.
@@ -263,7 +265,7 @@ class LocalQueueEngine:
         done: set[uuid.UUID] = set()
         if valid:
             with self._pool.connection() as conn:
-                done = {row[0] for row in conn.execute(sql.COMPLETE, {"queue": queue, "tokens": valid})}
+                done = {row[0] for row in conn.execute(sql.COMPLETE_MANY, {"queue": queue, "tokens": valid})}
         lost = [t for t, p in parsed.items() if p is None or p not in done]
         if lost:
             raise _lock_lost(queue, lost)
@@ -274,8 +276,7 @@ class LocalQueueEngine:
         params = {"queue": queue, "token": _token(lock_token), "description": error_description,
                   "max_delivery": definition.max_delivery_count}
         with self._pool.connection() as conn:
-            row = (conn.execute(sql.ABANDON_EXHAUSTED, params).fetchone()
-                   or conn.execute(sql.ABANDON, params).fetchone())
+            row = conn.execute(sql.ABANDON, params).fetchone()
             if row is not None and row[0] == "active":
                 conn.execute(sql.NOTIFY, {"channel": channel_name(queue)})
         if row is None:
