@@ -15,6 +15,7 @@ from psycopg import sql
 def _text(statement: sql.Composable) -> str:
     return statement.as_string(None)
 
+
 # The ReceivedMessage fields, in order, for a row aliased `alias`. A peek holds no lock, so it shows
 # no token, and a lock that ran out as none.
 _FIELDS = """{a}.queue, {a}.sequence_number, {a}.message_id, {a}.body, {a}.content_type, {a}.correlation_id,
