@@ -121,6 +121,8 @@ def failure_of(dead: DeadLetter) -> tuple[SubmissionRef, Failure] | None:
 
 def _settled(dead: DeadLetter, now: datetime, settle: timedelta) -> bool:
     # Azure gives no dead-lettering time, and numbers its sub-queue itself: always settled.
+    # (That the dead-letter sub-queue numbers messages as they arrive, like auto-forwarding does
+    # per the SDK's enqueued_sequence_number, is still to be confirmed on a live namespace.)
     # (The local engine's time is the database's; it runs next to the app, so the clocks agree.)
     return dead.dead_lettered_at_utc is None or dead.dead_lettered_at_utc <= now - settle
 
