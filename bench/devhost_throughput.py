@@ -31,7 +31,7 @@ from devhost.host import LocalFunctionHost  # noqa: E402
 from devhost.queuesfile import write_queues  # noqa: E402
 from devhost.stack import ROOT, Postgres  # noqa: E402
 from devhost.testing import start_host_process  # noqa: E402
-from shared.bus.local_engine import LocalQueueEngine  # noqa: E402
+from shared.bus.local import LocalQueueEngine  # noqa: E402
 from shared.bus.port import OutgoingMessage  # noqa: E402
 from shared.bus.queues import QueueDefinition  # noqa: E402
 from shared.db.migrations import migrate  # noqa: E402

@@ -1,4 +1,5 @@
-"""Throughput of the local queue engine: send (one by one, send_many batches) and receive+complete.
+"""Throughput of the local queue engine: send (one by one, send_many batches) and receive+complete
+(each message completed on its own, or a received batch settled with one complete_many).
 
     .venv/bin/python bench/queue_throughput.py [--messages 5000]
 
@@ -20,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devhost.stack import ROOT, Postgres  # noqa: E402
-from shared.bus.local_engine import LocalQueueEngine  # noqa: E402
+from shared.bus.local import LocalQueueEngine  # noqa: E402
 from shared.bus.port import OutgoingMessage  # noqa: E402
 from shared.bus.queues import VALIDATION, queue_definitions  # noqa: E402
 from shared.db.connection import close_pools, pool  # noqa: E402
@@ -41,16 +42,19 @@ def rate(label: str, count: int, run: Callable[[], object]) -> None:
     elapsed = time.perf_counter() - started
     if isinstance(handled, int) and handled != count:
         raise RuntimeError(f"{label}: handled {handled} messages, expected {count}")
-    print(f"{label:<40} {count:>6} msgs  {elapsed:7.2f} s  {count / elapsed:9.0f} msg/s", flush=True)
+    print(f"{label:<44} {count:>6} msgs  {elapsed:7.2f} s  {count / elapsed:9.0f} msg/s", flush=True)
 
 
-def drain(engine: LocalQueueEngine, queue: str, threads: int, batch: int) -> int:
+def drain(engine: LocalQueueEngine, queue: str, threads: int, batch: int, many: bool = False) -> int:
     done = [0] * threads
 
     def consume(slot: int) -> None:
         while got := engine.receive(queue, batch):
-            for m in got:
-                engine.complete(queue, m.lock_token)
+            if many:
+                engine.complete_many(queue, [m.lock_token for m in got])
+            else:
+                for m in got:
+                    engine.complete(queue, m.lock_token)
             done[slot] += len(got)
 
     workers = [threading.Thread(target=consume, args=(i,)) for i in range(threads)]
@@ -84,6 +88,10 @@ def bench(url: str, count: int) -> None:
             engine.send_many(queue, messages(count))
             rate(f"receive+complete, {threads} threads, {size} at a time", count,
                  lambda t=threads, s=size: drain(engine, queue, t, s))
+        for threads, size in ((1, 10), (4, 10), (1, 100), (4, 100)):
+            engine.send_many(queue, messages(count))
+            rate(f"receive+complete_many, {threads} thr, {size} at a time", count,
+                 lambda t=threads, s=size: drain(engine, queue, t, s, many=True))
     finally:
         engine.close()
         clear(url, queue)

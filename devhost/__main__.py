@@ -144,7 +144,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event, worker: bool = False
     import shared.bootstrap
     from devhost.host import LocalFunctionHost
     from devhost.queuesfile import load_queues
-    from shared.bus.local_engine import LocalQueueEngine
+    from shared.bus.local import LocalQueueEngine
     from shared.config import settings
 
     shared.bootstrap.reset()

@@ -38,7 +38,7 @@ class EngineLink:
     """
 
     def __init__(self, engine: Any) -> None:
-        from shared.bus.local_engine import LockLostError
+        from shared.bus.local import LockLostError
 
         self.engine = engine
         self.LockLostError = LockLostError

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from markr_ops import environment, render
-from shared.ops.port import PIPELINE_QUEUES
+from shared.bus.queues import PIPELINE_QUEUES
 
 DEFAULT_CHECKPOINT = Path(".local/ops/reprocess-checkpoint.jsonl")
 console = Console()
@@ -28,13 +28,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     import psycopg
     from azure.core.exceptions import AzureError
 
-    from shared.bus.local_engine import LockLostError, UnknownQueueError
-    from shared.ops.port import OpsError
+    from shared.bus.azure import AzureServiceBusError
+    from shared.bus.local import LockLostError, UnknownQueueError
+    from shared.bus.port import BusAdminError
     from shared.ops.replay import ReplayError
     from shared.vault.model import VaultError
 
-    return (environment.SettingsError, OpsError, ReplayError, VaultError, UnknownQueueError, LockLostError,
-            psycopg.Error, AzureError, TimeoutError, OSError)
+    return (environment.SettingsError, BusAdminError, AzureServiceBusError, ReplayError, VaultError,
+            UnknownQueueError, LockLostError, psycopg.Error, AzureError, TimeoutError, OSError)
 
 
 class OpsGroup(click.Group):

@@ -38,15 +38,21 @@ def load(path: Path | None) -> None:
 
 
 def _local_stack_database() -> str | None:
+    """The URL of the PostgreSQL that `scripts/up` runs, if it is running.
+
+    Uses only the local host's public surface (Postgres.url, port_open) and the port file that
+    `scripts/up` writes next to the cluster's data directory.
+    """
     from devhost.localstack import RUN_DIR
     from devhost.stack import Postgres, port_open
 
-    server = Postgres(RUN_DIR / "pg" / "data")
-    port_file = server._port_file()
-    if not port_file.exists():
+    port_file = RUN_DIR / "pg" / "postgres.port"
+    try:
+        port = int(port_file.read_text())
+    except (OSError, ValueError):
         return None
-    server.port = int(port_file.read_text())
-    return server.url if port_open(server.port) else None
+    server = Postgres(RUN_DIR / "pg" / "data", port=port)
+    return server.url if port_open(port) else None
 
 
 def require_database() -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from shared.ops.port import DeadLetter, QueueCounts
+from shared.bus.port import DeadLetter, QueueCounts
 
 
 def age(when: datetime | None) -> str:

@@ -99,25 +99,22 @@ class Services:
     def bus(self) -> Any:
         s = self.settings
         if s.bus == "azure":
-            from shared.bus.azure_service_bus import AzureServiceBus
+            from shared.bus.azure import AzureServiceBus
 
-            return AzureServiceBus.from_settings(s)
+            return AzureServiceBus.from_settings(s, self.credential)
         if s.bus != "local":
             raise RuntimeError(f"MARKR_BUS must be 'local' or 'azure', not {s.bus!r}")
-        from shared.bus.local_engine import LocalQueueEngine
+        from shared.bus.local import LocalQueueEngine
 
         return LocalQueueEngine(s.database_url, pool=self.pool)
 
     @cached_property
     def bus_admin(self) -> Any:
-        s = self.settings
-        if s.bus == "azure":
-            from shared.ops.azure import AzureQueueOps
+        if self.settings.bus == "azure":
+            return self.bus  # one Service Bus adapter (one client, one credential) serves both sides
+        from shared.bus.local import LocalBusAdmin
 
-            return AzureQueueOps.from_settings(s)
-        from shared.ops.local import LocalQueueOps
-
-        return LocalQueueOps(self.bus)
+        return LocalBusAdmin(self.bus)
 
     @cached_property
     def vault(self) -> Any:

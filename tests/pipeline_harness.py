@@ -18,11 +18,8 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from devhost.discovery import indexed_functions
 from shared import bootstrap
-from shared.bus.local_engine import LocalQueueEngine
-from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION, retry_queue
-
-QUEUES = (VALIDATION, MARKING, AGGREGATION, NOTIFICATION,
-          retry_queue(VALIDATION), retry_queue(MARKING), retry_queue(AGGREGATION))
+from shared.bus.local import LocalQueueEngine
+from shared.bus.queues import PIPELINE_QUEUES
 
 
 @dataclass
@@ -127,7 +124,7 @@ class Pipeline:
         delivered = 0
         while delivered < limit:
             progressed = False
-            for queue in QUEUES:
+            for queue in (q for q in PIPELINE_QUEUES if q in self.handlers):  # the consumed ones
                 while self.deliver_one(queue, batch_size):
                     delivered += 1
                     progressed = True

@@ -1,4 +1,9 @@
-"""Queue definitions, read from infra/queues.json (the same file infra/main.bicep reads)."""
+"""Queue definitions, read from infra/queues.json (the same file infra/main.bicep reads).
+
+The one place queue names come from: the constants below are for code that needs a particular
+queue, and must name a queue of the file (checked when the definitions load); PIPELINE_QUEUES
+is the file's list, in its order (the order a document travels through them).
+"""
 from __future__ import annotations
 
 import json
@@ -15,16 +20,12 @@ MARKING = "submission-marking"
 NOTIFICATION = "submission-notification"
 AGGREGATION = "results-aggregation"
 RETRY_SUFFIX = "-retry"
-
-
-def retry_queue(queue: str) -> str:
-    """Where messages that failed inside a batch of `queue` are retried one at a time."""
-    return queue + RETRY_SUFFIX
-
-
-def base_queue(queue: str) -> str:
-    """The queue whose messages (and schema) a retry queue carries."""
-    return queue.removesuffix(RETRY_SUFFIX)
+# Messages that failed inside a batch, consumed one at a time (Service Bus's delivery count and
+# dead-lettering then apply per message). They carry the same messages as the queue they retry.
+VALIDATION_RETRY = VALIDATION + RETRY_SUFFIX
+MARKING_RETRY = MARKING + RETRY_SUFFIX
+AGGREGATION_RETRY = AGGREGATION + RETRY_SUFFIX
+_NAMED = (VALIDATION, VALIDATION_RETRY, MARKING, MARKING_RETRY, AGGREGATION, AGGREGATION_RETRY, NOTIFICATION)
 
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
@@ -76,4 +77,26 @@ def load_queue_definitions(path: Path) -> dict[str, QueueDefinition]:
 
 @lru_cache(maxsize=1)
 def queue_definitions() -> dict[str, QueueDefinition]:
-    return load_queue_definitions(QUEUES_FILE)
+    definitions = load_queue_definitions(QUEUES_FILE)
+    missing = [name for name in _NAMED if name not in definitions]
+    if missing:
+        raise ValueError(f"{QUEUES_FILE} lacks the queue(s) the code names: {', '.join(missing)}")
+    return definitions
+
+
+def pipeline_queues() -> tuple[str, ...]:
+    """Every queue of infra/queues.json, in the file's order."""
+    return tuple(queue_definitions())
+
+
+def retry_queue(queue: str) -> str:
+    """Where messages that failed inside a batch of `queue` are retried one at a time."""
+    return queue + RETRY_SUFFIX
+
+
+def base_queue(queue: str) -> str:
+    """The queue whose messages `queue` carries: itself, or for `<q>-retry` the queue `<q>`."""
+    return queue.removesuffix(RETRY_SUFFIX)
+
+
+PIPELINE_QUEUES: tuple[str, ...] = pipeline_queues()

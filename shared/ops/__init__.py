@@ -1,7 +1,4 @@
-"""Operations: queue counts, dead-letter draining, and replaying submissions from the vault.
-
-The adapters come from the composition root: `shared.bootstrap.services().bus_admin`.
+"""Operator use cases: replaying from the vault (replay.py), the dead-letter sweep (sweep.py) and
+the queues report (report.py). The broker's admin side itself is shared.bus.port.BusAdmin, built by
+the composition root: `shared.bootstrap.services().bus_admin`.
 """
-from shared.ops.port import DeadLetter, QueueCounts, QueueOps, ResubmitResult
-
-__all__ = ["DeadLetter", "QueueCounts", "QueueOps", "ResubmitResult"]

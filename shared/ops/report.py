@@ -4,13 +4,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.ops.port import PIPELINE_QUEUES, QueueCounts, QueueOps
+from shared.bus.port import BusAdmin, QueueCounts
+from shared.bus.queues import PIPELINE_QUEUES
 
 
-def all_counts(ops: QueueOps) -> list[QueueCounts]:
-    return [ops.counts(queue) for queue in PIPELINE_QUEUES]
+def all_counts(admin: BusAdmin) -> list[QueueCounts]:
+    return [admin.counts(queue) for queue in PIPELINE_QUEUES]
 
 
-def queues_report(ops: QueueOps) -> dict[str, Any]:
+def queues_report(admin: BusAdmin) -> dict[str, Any]:
     return {"generatedAt": datetime.now(UTC).isoformat(),
-            "queues": [c.as_json() for c in all_counts(ops)]}
+            "queues": [c.as_json() for c in all_counts(admin)]}

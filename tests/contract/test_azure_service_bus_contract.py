@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.servicebus import ServiceBusClient
 
-from shared.bus.azure_service_bus import AzureServiceBus, AzureServiceBusError
+from shared.bus.azure import AzureServiceBus, AzureServiceBusError
 from shared.bus.port import OutgoingMessage
 from shared.bus.queues import MARKING, VALIDATION
 from shared.config import Settings

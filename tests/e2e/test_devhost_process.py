@@ -20,7 +20,7 @@ from devhost.discovery import indexed_functions
 from devhost.queuesfile import load_queues, write_queues
 from devhost.stack import ROOT
 from devhost.testing import HostProcess, start_host_process
-from shared.bus.local_engine import LocalQueueEngine
+from shared.bus.local import LocalQueueEngine
 from shared.bus.port import OutgoingMessage
 from shared.bus.queues import QueueDefinition
 from tests.e2e.apps.slow_app import SCHEMA

@@ -70,7 +70,7 @@ def cli(app: AppHost, *args: str, input: str | None = None) -> Result:
 def start_app(database_url: str, vault_storage: str, vault_table: str, monkeypatch: pytest.MonkeyPatch,
               tmp_path: Path, *, sweep_schedule: str = "*/1 * * * * *") -> Iterator[AppHost]:
     from shared import bootstrap
-    from shared.bus.local_engine import LocalQueueEngine
+    from shared.bus.local import LocalQueueEngine
 
     for name, value in {"MARKR_DATABASE_URL": database_url, "VaultStorage": vault_storage,
                         "MARKR_VAULT_TABLE": vault_table, "MARKR_BUS": "local",

@@ -15,7 +15,7 @@ import pytest
 
 from devhost.discovery import discover
 from devhost.host import LocalFunctionHost
-from shared.bus.local_engine import LocalQueueEngine
+from shared.bus.local import LocalQueueEngine
 from shared.bus.port import OutgoingMessage
 from tests.integration.test_devhost_servicebus import BASE, wait_until
 

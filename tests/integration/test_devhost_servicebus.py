@@ -13,7 +13,7 @@ import azure.functions as func
 import pytest
 
 from devhost.host import LocalFunctionHost
-from shared.bus.local_engine import LocalQueueEngine
+from shared.bus.local import LocalQueueEngine
 from shared.bus.port import OutgoingMessage
 from shared.bus.queues import VALIDATION, QueueDefinition, queue_definitions
 

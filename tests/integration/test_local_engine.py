@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.bus.local_engine import LocalQueueEngine, LockLostError, ReceivedMessage, UnknownQueueError
+from shared.bus.local import LocalQueueEngine, LockLostError, ReceivedMessage, UnknownQueueError
 from shared.bus.port import OutgoingMessage
 from shared.bus.queues import QueueDefinition
 
@@ -165,11 +165,19 @@ def test_expired_lock_redelivers_and_old_token_is_stale(engine: LocalQueueEngine
     assert engine.counts("short-lock").active == 0
 
 
-def test_expired_lock_not_yet_taken_still_settles(engine: LocalQueueEngine) -> None:
+def test_expired_lock_is_refused_even_if_nobody_took_the_message(engine: LocalQueueEngine) -> None:
+    # Service Bus refuses a settle once the lock ran out; the message stays for the next receiver.
     engine.send("short-lock", msg("late"))
     got = only(engine.receive("short-lock"))
     time.sleep(PAST_SHORT)
-    engine.complete("short-lock", got.lock_token)
+    for settle in (engine.complete, engine.abandon, engine.renew_lock):
+        with pytest.raises(LockLostError):
+            settle("short-lock", got.lock_token)
+    with pytest.raises(LockLostError):
+        engine.dead_letter("short-lock", got.lock_token, "Bad")
+    again = only(engine.receive("short-lock"))
+    assert (again.message_id, again.delivery_count, again.state) == ("late", 2, "active")
+    engine.complete("short-lock", again.lock_token)
     assert engine.receive("short-lock") == []
 
 
@@ -365,3 +373,44 @@ def test_message_survives_postgres_restart(engine: LocalQueueEngine, pg_server_h
     time.sleep(0.3)
     engine.send("work", msg("after-reconnect"))
     assert woke.wait(15), "wait_for_messages did not wake after the database restart"
+
+
+def test_complete_many_settles_the_held_locks_and_names_the_lost_ones(engine: LocalQueueEngine) -> None:
+    engine.send_many("work", [msg(f"batch-{i}") for i in range(5)])
+    got = engine.receive("work", 5)
+    assert [m.message_id for m in got] == [f"batch-{i}" for i in range(5)]
+    engine.complete("work", got[0].lock_token)  # settled already: reported lost below
+    with pytest.raises(LockLostError) as lost:
+        engine.complete_many("work", [m.lock_token for m in got] + ["not-a-token"])
+    assert lost.value.lock_tokens == [got[0].lock_token, "not-a-token"]
+    assert engine.counts("work").active == 0  # the held ones were completed all the same
+    engine.complete_many("work", [])
+
+
+def test_complete_many_refuses_expired_locks(engine: LocalQueueEngine) -> None:
+    engine.send_many("short-lock", [msg("a"), msg("b")])
+    got = engine.receive("short-lock", 2)
+    time.sleep(PAST_SHORT)
+    with pytest.raises(LockLostError) as lost:
+        engine.complete_many("short-lock", [m.lock_token for m in got])
+    assert sorted(lost.value.lock_tokens) == sorted(m.lock_token for m in got)
+    assert [m.delivery_count for m in engine.receive("short-lock", 2)] == [2, 2]
+
+
+def test_a_dead_letter_gets_a_new_sequence_number_in_the_order_messages_died(engine: LocalQueueEngine) -> None:
+    # As in Service Bus: the sub-queue numbers messages as they arrive, so a reader that keeps a
+    # high-water mark (the dead-letter sweep) sees an older message that dies later.
+    engine.send_many("one-delivery", [msg("older"), msg("newer")])
+    older, newer = engine.receive("one-delivery", 2)
+    engine.dead_letter("one-delivery", newer.lock_token, "Bad")
+    engine.abandon("one-delivery", older.lock_token, "failed")  # last delivery: dead-lettered
+    dead = engine.peek("one-delivery", dead_letter=True)
+    assert [m.message_id for m in dead] == ["newer", "older"]
+    assert older.sequence_number < newer.sequence_number < dead[0].sequence_number < dead[1].sequence_number
+    engine.send("one-delivery", msg("expires"))
+    expired = only(engine.receive("one-delivery"))
+    time.sleep(PAST_SHORT)  # its lock runs out after its only delivery
+    assert engine.expire("one-delivery") == 1
+    last = engine.peek("one-delivery", dead_letter=True)[-1]
+    assert last.message_id == "expires" and last.sequence_number > max(expired.sequence_number,
+                                                                        dead[1].sequence_number)
