@@ -115,6 +115,13 @@ class CpuMeter:
         self._thread.join(5)
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU-seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    total = sum(fields)
+    return (total - fields[3] - fields[4]) / CLK_TCK, total / CLK_TCK
+
+
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     delta = {name: after[name] - before.get(name, 0.0) for name in after}
     delta["total"] = sum(delta.values())

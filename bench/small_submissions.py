@@ -31,6 +31,7 @@ import collections
 import http.client
 import json
 import math
+import os
 import random
 import sys
 import threading
@@ -51,6 +52,7 @@ from bench.harness import (  # noqa: E402
     host_supports,
     install_sigterm_as_interrupt,
     invocation_counts,
+    machine_cpu,
     per_thousand,
     percentile,
 )
@@ -248,6 +250,7 @@ def run_mode(mode: str, args: argparse.Namespace, bodies: list[bytes], oracle: d
         with CpuMeter(stack.groups()) as meter:
             inv_before, inv_source = invocation_counts(stack)
             cpu_before = meter.snapshot()
+            machine_before, own_before = machine_cpu(), time.process_time()
             tally, stop = Tally(), threading.Event()
             lock, counter = threading.Lock(), iter(range(len(bodies)))
 
@@ -284,12 +287,18 @@ def run_mode(mode: str, args: argparse.Namespace, bodies: list[bytes], oracle: d
                 time.sleep(0.1)
             ended = time.perf_counter()
             cpu_after = meter.snapshot()
+            machine_after, own_after = machine_cpu(), time.process_time()
             inv_after, inv_source = invocation_counts(stack)
         stop.set()
         wall = ended - started
         done = sum(tally.statuses.values())
         cpu = cpu_delta(cpu_before, cpu_after)
         invocations = inv_after - inv_before
+        busy = machine_after[0] - machine_before[0]
+        machine = {"busy_cpu_seconds": busy, "capacity_cpu_seconds": machine_after[1] - machine_before[1],
+                   "stack_cpu_seconds": cpu["total"], "bench_process_cpu_seconds": own_after - own_before,
+                   "other_cpu_seconds": busy - cpu["total"] - (own_after - own_before),
+                   "load_average_1m_at_end": os.getloadavg()[0]}
         pipeline = {k: v for k, v in invocations.items() if k not in BENCH_GETS}
         result.update({
             "completed": matched and not timed_out and tally.statuses.get("completed", 0) == len(bodies),
@@ -303,6 +312,7 @@ def run_mode(mode: str, args: argparse.Namespace, bodies: list[bytes], oracle: d
             "status_polls": tally.polls,
             "cpu_seconds": cpu,
             "cpu_seconds_per_1000": per_thousand(cpu, len(bodies)),
+            "machine": machine,
             "receiver_latency_ms": {"p50": 1000 * percentile(tally.post_latency, 50),
                                     "p99": 1000 * percentile(tally.post_latency, 99)},
             "invocations_source": inv_source,
@@ -379,6 +389,10 @@ def table(report: dict) -> str:
             f"  CPU-s per 1,000 submissions   host {cpu.get('host', math.nan):.1f} | postgres "
             f"{cpu.get('postgres', math.nan):.1f} | azurite {cpu.get('azurite', math.nan):.1f} | "
             f"total {cpu.get('total', math.nan):.1f}",
+            f"  machine during the run        {r['machine']['busy_cpu_seconds']:.0f} of "
+            f"{r['machine']['capacity_cpu_seconds']:.0f} CPU-s busy: stack {r['machine']['stack_cpu_seconds']:.0f}, "
+            f"benchmark clients {r['machine']['bench_process_cpu_seconds']:.0f}, other processes "
+            f"{r['machine']['other_cpu_seconds']:.0f} (load avg {r['machine']['load_average_1m_at_end']:.1f})",
             f"  receiver latency (POST)       p50 {lat['p50']:.1f} ms | p99 {lat['p99']:.1f} ms   "
             f"answers {r['post_answers']}",
         ]
