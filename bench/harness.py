@@ -273,11 +273,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def install_sigterm_as_interrupt() -> None:
-    """SIGTERM raises KeyboardInterrupt in the main thread, so `finally` blocks stop the stack."""
+    """SIGTERM and SIGINT raise KeyboardInterrupt in the main thread, so `finally` blocks stop the stack."""
     def handler(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
 
 
 def now() -> float:

@@ -306,7 +306,8 @@ def run_mode(mode: str, args: argparse.Namespace, bodies: list[bytes], oracle: d
             "aggregates_match_oracle": matched,
             "wall_seconds": wall,
             "clients_done_seconds": posted_at - started,
-            "submissions_per_second": len(bodies) / wall if wall else math.nan,
+            # when incomplete: only what reached a final status counts
+            "submissions_per_second": (len(bodies) if matched else done) / wall if wall else math.nan,
             "post_answers": dict(tally.answers),
             "final_statuses": dict(tally.statuses),
             "status_polls": tally.polls,
