@@ -143,7 +143,8 @@ def format_cpu_line(delta: dict[str, float], submissions: int) -> str:
 
 
 def postmaster_pid(pg: Postgres) -> int:
-    return int((pg.data_dir / "postmaster.pid").read_text().splitlines()[0])
+    data_dir = getattr(pg, "server_data_dir", pg.data_dir)  # a relocated cluster (newer devhost.stack)
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
 
 
 def host_supports(option: str) -> bool:
@@ -191,6 +192,15 @@ class BenchStack:
         self.host = start_host_process(self.env, extra_args=self.host_args).wait_ready(timeout)
         return self.host
 
+    def worker_count(self) -> int | None:
+        """How many worker processes the host reports in its ready file (None: a host without workers)."""
+        assert self.host is not None
+        with contextlib.suppress(Exception):
+            workers = json.loads(self.host.ready_file.read_text()).get("workers")
+            if isinstance(workers, list):
+                return len(workers)
+        return None
+
     def groups(self) -> list[ProcessGroup]:
         assert self.host is not None and self.azurite.process is not None
         self._host_group = ProcessGroup("host", self.host.pid)
@@ -229,6 +239,9 @@ class BenchStack:
             self.azurite.stop()
         with contextlib.suppress(Exception):
             self.pg.stop()
+        with contextlib.suppress(Exception):
+            if hasattr(self.pg, "remove"):  # newer devhost.stack: the cluster may live outside self.work
+                self.pg.remove()
         shutil.rmtree(self.work, ignore_errors=True)
 
     def __exit__(self, *exc: object) -> None:

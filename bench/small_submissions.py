@@ -244,6 +244,7 @@ def run_mode(mode: str, args: argparse.Namespace, bodies: list[bytes], oracle: d
     env = {"MARKR_DEAD_LETTER_SWEEP_SCHEDULE": "0 0 0 1 1 *"} if args.quiet_timers else {}
     with BenchStack(f"small-{mode}-{uuid.uuid4().hex[:6]}", env=env, host_args=host_args) as stack:
         root = stack.root_url
+        result["host_workers"] = stack.worker_count()
         status, health, _ = Client(root).request("GET", "/api/health")
         if status != 200:
             raise RuntimeError(f"health: {status} {health}")
@@ -376,8 +377,9 @@ def idle_latency(root: str, n_async: int, n_sync: int, deadline: float) -> dict:
 
 
 def table(report: dict) -> str:
+    workers = {str(r.get("host_workers") or "1 (no --workers in this host)") for r in report["modes"]}
     lines = [f"small submissions: {report['documents']} documents x {report['results_per_document']} results, "
-             f"{report['clients']} clients, host workers: {report['workers']}"]
+             f"{report['clients']} clients, host worker processes: {', '.join(sorted(workers)) or '-'}"]
     for r in report["modes"]:
         cpu = r["cpu_seconds_per_1000"]
         lat = r["receiver_latency_ms"]
@@ -443,21 +445,18 @@ def main() -> int:
     deadline = time.monotonic() + args.timeout
 
     host_args: list[str] = []
-    workers = "default (no --workers option)"
     if args.workers is not None:
         if host_supports("--workers"):
-            host_args, workers = ["--workers", str(args.workers)], str(args.workers)
+            host_args = ["--workers", str(args.workers)]
         else:
             log(f"python -m devhost has no --workers option; ignoring --workers {args.workers}")
-    elif host_supports("--workers"):
-        workers = "host default"
 
     bodies, oracle = generate(args.documents, args.results_per_document)
     log(f"{len(bodies)} documents ({sum(map(len, bodies)) / 1e6:.1f} MB), oracle: "
         + ", ".join(f"{t}: {c} students" for t, (c, _, _) in oracle.items()))
     modes = ["async", "sync"] if args.mode == "both" else [args.mode]
     report = {"documents": args.documents, "results_per_document": args.results_per_document,
-              "clients": args.clients, "workers": workers, "modes": []}
+              "clients": args.clients, "modes": []}
     failed = False
     try:
         for i, mode in enumerate(modes):
