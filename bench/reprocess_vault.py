@@ -5,7 +5,8 @@
 
 Starts a throw-away PostgreSQL cluster and Azurite under .local/bench, runs the real function app in
 `python -m devhost` (a subprocess), fills the vault directly (not timed), then runs the CLI as a
-subprocess and prints its time and submissions/s. Asserts nothing.
+subprocess and prints its time and submissions/s, and the stack's CPU-seconds per 1,000 submissions
+(host / PostgreSQL / Azurite, see bench/harness.py). Asserts nothing.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ulid import ULID  # noqa: E402
 
+from bench.harness import CpuMeter, ProcessGroup, cpu_delta, format_cpu_line, postmaster_pid  # noqa: E402
 from devhost.stack import ROOT, Azurite, Postgres  # noqa: E402
 from devhost.testing import start_host_process  # noqa: E402
 from shared.db.migrations import migrate  # noqa: E402
@@ -63,15 +65,21 @@ def main() -> None:
         settings.write_text('{"Values": {}}')
         command = [str(Path(sys.executable).parent / "markr-ops"), "--settings", str(settings), "reprocess",
                    "--all", "--wait", "--json", "--checkpoint", str(work / "checkpoint.jsonl")]
-        started = time.perf_counter()
-        done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, cwd=work)
-        elapsed = time.perf_counter() - started
+        groups = [ProcessGroup("host", host.pid), ProcessGroup("postgres", postmaster_pid(server)),
+                  ProcessGroup("azurite", azurite.process.pid)]
+        with CpuMeter(groups) as meter:  # the stack's CPU only: markr-ops (the client) is not counted
+            cpu_before = meter.snapshot()
+            started = time.perf_counter()
+            done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, cwd=work)
+            elapsed = time.perf_counter() - started
+            cpu = cpu_delta(cpu_before, meter.snapshot())
         if done.returncode != 0:
             raise SystemExit(f"markr-ops failed ({done.returncode}): {done.stdout}{done.stderr}")
         summary = json.loads(done.stdout)
         print(f"reprocess --all --wait: {summary['selected']} submissions in {elapsed:.2f} s "
               f"(runs started in {summary['sendSeconds']:.2f} s) = {summary['selected'] / elapsed:.0f} submissions/s; "
               f"statuses {summary['statuses']}")
+        print(format_cpu_line(cpu, summary["selected"]))
     finally:
         if host is not None:
             host.terminate()
