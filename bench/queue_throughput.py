@@ -20,11 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import psycopg  # noqa: E402
+
 from devhost.stack import ROOT, Postgres  # noqa: E402
 from shared.bus.local import LocalQueueEngine  # noqa: E402
 from shared.bus.port import OutgoingMessage  # noqa: E402
 from shared.bus.queues import VALIDATION, queue_definitions  # noqa: E402
-from shared.db.connection import close_pools, pool  # noqa: E402
 from shared.db.migrations import migrate  # noqa: E402
 
 BODY = b'{"submission_id": "01J0000000000000000000000", "source": "bench", "part": 0}'
@@ -66,7 +67,7 @@ def drain(engine: LocalQueueEngine, queue: str, threads: int, batch: int, many: 
 
 
 def clear(url: str, queue: str) -> None:
-    with pool(url).connection() as conn:
+    with psycopg.connect(url) as conn:
         conn.execute("DELETE FROM bus.messages WHERE queue = %s", (queue,))
 
 
@@ -95,9 +96,8 @@ def bench(url: str, count: int) -> None:
     finally:
         engine.close()
         clear(url, queue)
-        with pool(url).connection() as conn:
+        with psycopg.connect(url) as conn:
             conn.execute("DELETE FROM bus.seen_message_ids WHERE queue = %s", (queue,))
-        close_pools()
 
 
 def main() -> None:

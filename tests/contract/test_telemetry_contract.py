@@ -149,13 +149,14 @@ PSYCOPG_PROBE = """
 import os, psycopg
 from shared.telemetry import configure_telemetry
 assert configure_telemetry()
-from shared.db.connection import close_pools, pool
+from shared.db.connection import make_pool
 url = os.environ["PROBE_DATABASE_URL"]
 with psycopg.connect(url) as conn:
     conn.execute("SELECT 41 + 1 AS direct_call").fetchone()
-with pool(url).connection() as conn:
+pool = make_pool(url, max_size=1)
+with pool.connection() as conn:
     conn.execute("SELECT 'pooled' AS pooled_call").fetchone()
-close_pools()
+pool.close()
 from opentelemetry import trace
 trace.get_tracer_provider().force_flush()
 print("done")

@@ -13,7 +13,7 @@ import uuid
 
 import azure.functions as func
 
-from shared.db.connection import pool
+from shared.bootstrap import services
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS worker_handled (
@@ -25,7 +25,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 def _record(function_name: str, message_ids: list[str]) -> None:
     invocation = uuid.uuid4().hex
-    with pool().connection() as conn, conn.cursor() as cur:
+    with services().pool.connection() as conn, conn.cursor() as cur:
         cur.executemany("INSERT INTO worker_handled VALUES (%s, %s, %s, %s)",
                         [(m, function_name, invocation, os.getpid()) for m in message_ids])
 
