@@ -32,9 +32,10 @@ Handler = Callable[[Sequence[dict[str, Any]]], Any]
 MAX_MESSAGE_ID = 128
 
 
-def retry_backoff(delivery_count: int) -> float:
-    """Seconds to hold a failed retry before abandoning it: 1, 2, 4 ... capped at 30."""
-    return float(min(2 ** max(delivery_count - 1, 0), 30))
+def retry_backoff(delivery_count: int, cap: float = 30.0) -> float:
+    """Seconds to hold a failed retry before abandoning it: 1, 2, 4 ... up to `cap`
+    (MARKR_RETRY_BACKOFF_MAX_SECONDS)."""
+    return float(min(2 ** max(delivery_count - 1, 0), cap))
 
 
 def _decode(queue: str, msg: func.ServiceBusMessage) -> dict[str, Any] | None:
@@ -78,7 +79,7 @@ def consume_retry(queue: str, msg: func.ServiceBusMessage, handle: Handler) -> N
         try:
             handle([data])
         except Exception:
-            time.sleep(retry_backoff(msg.delivery_count or 1))
+            time.sleep(retry_backoff(msg.delivery_count or 1, services().settings.retry_backoff_max_seconds))
             raise
 
 

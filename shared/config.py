@@ -40,6 +40,8 @@ class Settings:
     migrate_on_start: bool = False
     # Connections per process in the PostgreSQL pool (docs/deploy.md has the connection budget).
     db_pool_max: int = 10
+    # The longest a retry-queue trigger waits before giving a failed message back (1, 2, 4 … this).
+    retry_backoff_max_seconds: float = 30.0
 
 
 @lru_cache(maxsize=1)
@@ -58,4 +60,5 @@ def settings() -> Settings:
         max_body_bytes=_int("MARKR_MAX_BODY_BYTES", 100 * 1024 * 1024),
         import_wait_seconds=_float("MARKR_IMPORT_WAIT_SECONDS", 30.0),
         db_pool_max=_int("MARKR_DB_POOL_MAX", 10),
+        retry_backoff_max_seconds=_float("MARKR_RETRY_BACKOFF_MAX_SECONDS", 30.0),
     )

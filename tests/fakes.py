@@ -15,7 +15,7 @@ from shared.bus.port import OutgoingMessage
 from shared.domain.scoring_policy import BestMarks
 from shared.domain.submission_status import Event, SubmissionStatus, apply
 from shared.pipeline.messages import SubmissionRef
-from shared.pipeline.ports import Accepted, Marked, MarkingOutcome, Rejected, Statistics
+from shared.pipeline.ports import Accepted, Marked, MarkingOutcome, Rejected, Statistics, validation_events
 from shared.vault import body as bodies
 from shared.vault.model import VaultRecord
 
@@ -118,11 +118,7 @@ class FakeStore:
         self._check([a.ref.submission_id for a in accepted] + [r.ref.submission_id for r in rejected])
         for a in accepted:
             self.staged[a.ref.submission_id] = list(a.results)
-        self.record_events(
-            [Event(a.ref.submission_id, a.ref.source, a.ref.run_id, "validated", a.at,
-                   result_count=len(a.results), test_ids=a.test_ids, warnings=a.warnings) for a in accepted]
-            + [Event(r.ref.submission_id, r.ref.source, r.ref.run_id, "rejected", r.at, errors=r.errors,
-                     error_count=r.error_count, warnings=r.warnings) for r in rejected])
+        self.record_events(validation_events(accepted, rejected))
 
     def apply_markings(self, refs: Sequence[SubmissionRef], at: datetime) -> MarkingOutcome:
         self._check([r.submission_id for r in refs])

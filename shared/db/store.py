@@ -9,7 +9,7 @@ from psycopg_pool import ConnectionPool
 from shared.db import results, submissions
 from shared.domain.submission_status import Event, SubmissionStatus
 from shared.pipeline.messages import SubmissionRef
-from shared.pipeline.ports import Accepted, Marked, MarkingOutcome, Rejected, Statistics
+from shared.pipeline.ports import Accepted, Marked, MarkingOutcome, Rejected, Statistics, validation_events
 
 
 class PostgresStore:
@@ -17,11 +17,7 @@ class PostgresStore:
         self.pool = pool
 
     def record_validation(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> None:
-        events = [Event(a.ref.submission_id, a.ref.source, a.ref.run_id, "validated", a.at,
-                        result_count=len(a.results), test_ids=a.test_ids, warnings=a.warnings) for a in accepted]
-        events += [Event(r.ref.submission_id, r.ref.source, r.ref.run_id, "rejected", r.at, errors=r.errors,
-                         error_count=r.error_count, result_count=r.result_count, warnings=r.warnings)
-                   for r in rejected]
+        events = validation_events(accepted, rejected)
         with self.pool.connection() as conn, conn.transaction():
             if accepted:
                 results.stage_many(conn, [(a.ref.submission_id, a.results) for a in accepted])

@@ -106,10 +106,14 @@ def _message(queue: str, ref: SubmissionRef, stage: str, payload: dict[str, Any]
     )
 
 
-def validation(ref: SubmissionRef, inline: InlineBody | None = None) -> OutgoingMessage:
+def validation(ref: SubmissionRef, inline: InlineBody | None = None,
+               received_at: datetime | None = None) -> OutgoingMessage:
     """`inline`: a small body's stored bytes, so the validator need not read them back from the vault
-    (the vault still holds them first; large bodies are always read from the vault)."""
-    payload = {"body": inline.as_json()} if inline is not None else {}
+    (the vault still holds them first; large bodies are always read from the vault).
+    `received_at`: when the receiver vaulted it, recorded on the status with the verdict."""
+    payload: dict[str, Any] = {"body": inline.as_json()} if inline is not None else {}
+    if received_at is not None:
+        payload["receivedAt"] = received_at.isoformat()
     return _message(queues.VALIDATION, ref, "validation", payload)
 
 

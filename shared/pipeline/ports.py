@@ -38,6 +38,7 @@ class Accepted:
     test_ids: tuple[str, ...]
     warnings: tuple[dict, ...]
     at: datetime
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,19 @@ class Rejected:
     result_count: int
     warnings: tuple[dict, ...]
     at: datetime
+    received_at: datetime | None = None
+
+
+def validation_events(accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> list[Event]:
+    """The status events a validation batch causes (with the receipt time the receiver sent along)."""
+    events = [Event(d.ref.submission_id, d.ref.source, d.ref.run_id, "received", d.received_at)
+              for d in (*accepted, *rejected) if d.received_at is not None]
+    events += [Event(a.ref.submission_id, a.ref.source, a.ref.run_id, "validated", a.at,
+                     result_count=len(a.results), test_ids=a.test_ids, warnings=a.warnings) for a in accepted]
+    events += [Event(r.ref.submission_id, r.ref.source, r.ref.run_id, "rejected", r.at, errors=r.errors,
+                     error_count=r.error_count, result_count=r.result_count, warnings=r.warnings)
+               for r in rejected]
+    return events
 
 
 @dataclass(frozen=True)

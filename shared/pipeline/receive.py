@@ -53,16 +53,19 @@ def import_document(req: ImportRequest, *, vault: Vault, bus: Bus, source: str, 
         return refused
     submission_id = str(ULID())
     ref = SubmissionRef(submission_id, source, run_id=submission_id)
+    received_at = datetime.now(UTC)
     try:
         record = vault.put(source=source, submission_id=submission_id, content_type=req.content_type or MEDIA_TYPE,
-                           body=req.body, received_at=datetime.now(UTC))
+                           body=req.body, received_at=received_at)
     except Exception:
         log.exception("vault write failed; nothing was stored", extra={"submission_id": submission_id})
         return Problem("storage-unavailable", "the document could not be stored; retry later")
+    log.info("vaulted %d bytes (sha256 %s)", record.byte_size, record.sha256[:12],
+             extra={"submission_id": submission_id})
     inline = (InlineBody(record.compression, record.inline, record.byte_size, record.sha256)
               if record.inline is not None else None)
     try:
-        bus.send(VALIDATION, messages.validation(ref, inline))
+        bus.send(VALIDATION, messages.validation(ref, inline, received_at))
     except Exception as exc:
         # The document is safe in the vault; `markr-ops reprocess` finds it. Tell the client to retry.
         log.exception("enqueue failed after vaulting", extra={"submission_id": submission_id})

@@ -104,11 +104,12 @@ def validate(batch: Sequence[dict[str, Any]], *, vault: Vault, bus: Bus, store: 
             failed.append(_failed(ref, parsed, at))
             continue
         warnings = tuple(w.to_json() for w in parsed.warnings[:MAX_REPORTED_PROBLEMS])
+        received_at = datetime.fromisoformat(data["receivedAt"]) if "receivedAt" in data else None
         if parsed.valid:
-            accepted.append(Accepted(ref, parsed.results, tuple(parsed.test_ids), warnings, at))
+            accepted.append(Accepted(ref, parsed.results, tuple(parsed.test_ids), warnings, at, received_at))
         else:
             rejected.append(Rejected(ref, tuple(e.to_json() for e in parsed.errors), parsed.error_count,
-                                     parsed.result_count, warnings, at))
+                                     parsed.result_count, warnings, at, received_at))
     store.record_validation(accepted, rejected)
     if failed:
         store.record_events(failed)
@@ -150,6 +151,9 @@ def aggregate(batch: Sequence[dict[str, Any]], *, store: PipelineStore, clock: C
     at = clock()
     store.record_events([Event(d["submissionId"], d["source"], d["runId"], "aggregated", at,
                                test_ids=tuple(sorted(d["testVersions"]))) for d in batch])
+    for d in batch:
+        log.info("statistics of test(s) %s cover this marking", ",".join(sorted(d["testVersions"])),
+                 extra={"submission_id": d["submissionId"]})
     log.info("statistics of %d test(s) recomputed for %d submission(s); %d already covered",
              len(recomputed), len(batch), len(needed) - len(recomputed))
     return {"recomputed": len(recomputed), "covered": len(needed) - len(recomputed)}

@@ -75,7 +75,8 @@ def start_app(database_url: str, vault_storage: str, vault_table: str, monkeypat
     for name, value in {"MARKR_DATABASE_URL": database_url, "VaultStorage": vault_storage,
                         "MARKR_VAULT_TABLE": vault_table, "MARKR_BUS": "local",
                         "MARKR_DEFAULT_SOURCE": "default", "MARKR_IMPORT_WAIT_SECONDS": "30",
-                        "MARKR_DEAD_LETTER_SWEEP_SCHEDULE": sweep_schedule}.items():
+                        "MARKR_DEAD_LETTER_SWEEP_SCHEDULE": sweep_schedule,
+                        "MARKR_RETRY_BACKOFF_MAX_SECONDS": "0.2"}.items():
         monkeypatch.setenv(name, value)
     settings_file = tmp_path / "ops.settings.json"
     settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))

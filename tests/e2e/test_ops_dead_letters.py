@@ -15,6 +15,7 @@ from tests.e2e.test_ops_app import AppHost, cli, post_document, start_app
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TEST_ID = "4711"
+RETRY_QUEUE = "submission-marking-retry"
 
 
 @pytest.fixture
@@ -45,8 +46,9 @@ def test_poison_submission_dead_letters_shows_failed_and_completes_after_resubmi
     poison = post_document(app, _doc([("P1", 20), ("P2", 4)]))
     after = post_document(app, _doc([("B1", 15)]))
 
+    # The marker's batch failed; the poison message alone moved to the retry queue and died there.
     failed = app.wait_for_status(poison, {"failed"})
-    assert failed["failure"]["stage"] == "submission-marking"
+    assert failed["failure"]["stage"] == RETRY_QUEUE
     assert failed["failure"]["reason"] == "MaxDeliveryCountExceeded"
     assert "poison" in (failed["failure"]["description"] or "")  # the constraint violation, as raised
     for sid in (before, after):
@@ -54,22 +56,22 @@ def test_poison_submission_dead_letters_shows_failed_and_completes_after_resubmi
     undisturbed = {sid: _results(app.database_url, sid) for sid in (before, after)}
     assert app.get(f"/api/results/{TEST_ID}/aggregate")[1]["count"] == 3
 
-    listed = cli(app, "dead-letters", "list", "submission-marking", "--json")
+    listed = cli(app, "dead-letters", "list", RETRY_QUEUE, "--json")
     assert listed.exit_code == 0, listed.output
     dead = json.loads(listed.output)["deadLetters"]
     assert [(d["messageId"], d["correlationId"], d["deadLetterReason"], d["deliveryCount"]) for d in dead] == [
-        (f"{poison}/{poison}/marking", poison, "MaxDeliveryCountExceeded", 10)]
-    table = cli(app, "dead-letters", "list", "submission-marking")
+        (f"{poison}/{poison}/marking/retry", poison, "MaxDeliveryCountExceeded", 10)]
+    table = cli(app, "dead-letters", "list", RETRY_QUEUE)
     assert poison in table.output and "MaxDeliveryCountExceeded" in table.output
 
     status, counts = app.get("/api/ops/queues")
     assert status == 200
     by_queue = {q["queue"]: q for q in counts["queues"]}
-    assert by_queue["submission-marking"]["deadLettered"] == 1
+    assert by_queue[RETRY_QUEUE]["deadLettered"] == 1 and by_queue["submission-marking"]["deadLettered"] == 0
     cli_counts = json.loads(cli(app, "queues", "--json").output)["queues"]
     assert {q["queue"]: q["deadLettered"] for q in cli_counts} == {q: c["deadLettered"] for q, c in by_queue.items()}
 
-    shown = cli(app, "dead-letters", "show", "submission-marking", dead[0]["messageId"])
+    shown = cli(app, "dead-letters", "show", RETRY_QUEUE, dead[0]["messageId"])
     assert shown.exit_code == 0 and json.loads(shown.output)["body"]["submissionId"] == poison
 
     # Still failed after more sweeps: re-sweeping the same dead letter is dropped as a duplicate.
@@ -77,14 +79,14 @@ def test_poison_submission_dead_letters_shows_failed_and_completes_after_resubmi
 
     with psycopg.connect(app.database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE student_results DROP CONSTRAINT poison")
-    resubmitted = cli(app, "dead-letters", "resubmit", "submission-marking", dead[0]["messageId"], "--json")
+    resubmitted = cli(app, "dead-letters", "resubmit", RETRY_QUEUE, dead[0]["messageId"], "--json")
     assert resubmitted.exit_code == 0, resubmitted.output
     new_id = json.loads(resubmitted.output)["resubmitted"][dead[0]["messageId"]]
-    assert new_id.startswith(f"{poison}/{poison}/marking/resubmit/")
+    assert new_id.startswith(f"{poison}/{poison}/marking/retry/resubmit/")
 
     app.wait_for_status(poison, {"completed"})
     assert _results(app.database_url, poison) == [(TEST_ID, "P1", 20, 20), (TEST_ID, "P2", 20, 4)]
     assert app.get(f"/api/results/{TEST_ID}/aggregate")[1]["count"] == 5
     assert {sid: _results(app.database_url, sid) for sid in (before, after)} == undisturbed
-    assert json.loads(cli(app, "dead-letters", "list", "submission-marking", "--json").output)["deadLetters"] == []
+    assert json.loads(cli(app, "dead-letters", "list", RETRY_QUEUE, "--json").output)["deadLetters"] == []
     assert app.get(f"/api/submissions/{poison}")[1]["status"] == "completed"

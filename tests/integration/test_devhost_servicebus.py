@@ -151,12 +151,13 @@ def test_handler_outliving_its_lock_sees_redelivery(make_host, caplog: pytest.Lo
 
 
 def test_lock_is_renewed_while_the_handler_runs(make_host) -> None:
-    definition = BASE.with_overrides(name="renewed", lock_duration=timedelta(seconds=1))
+    # Renewed every half lock (1 s), so a renewal may run a second late on a loaded machine.
+    definition = BASE.with_overrides(name="renewed", lock_duration=timedelta(seconds=2))
     deliveries: list[int] = []
 
     def handler(msg: func.ServiceBusMessage) -> None:
         deliveries.append(msg.delivery_count)
-        time.sleep(3)  # three lock durations
+        time.sleep(6)  # three lock durations
 
     host, engine = make_host(handler, definition, max_concurrent_calls=2)
     send(engine, "renewed")

@@ -25,14 +25,15 @@ BASE = QueueDefinition(
     dead_lettering_on_message_expiration=True,
     max_delivery_count=3,
 )
-SHORT = timedelta(seconds=0.5)
-PAST_SHORT = 0.8  # sleep for SHORT durations to run out, with a margin
+# Wide enough for several round trips on a loaded two-core machine before SHORT runs out.
+SHORT = timedelta(seconds=2)
+PAST_SHORT = 2.8  # sleep for SHORT durations to run out, with a margin
 QUEUES = {
     q.name: q
     for q in [
         BASE,
         BASE.with_overrides(name="short-lock", lock_duration=SHORT),
-        BASE.with_overrides(name="renew-lock", lock_duration=timedelta(seconds=1)),
+        BASE.with_overrides(name="renew-lock", lock_duration=timedelta(seconds=3)),
         BASE.with_overrides(name="one-delivery", lock_duration=SHORT, max_delivery_count=1),
         BASE.with_overrides(name="short-ttl", default_message_time_to_live=SHORT),
         BASE.with_overrides(name="expiry-drops", default_message_time_to_live=SHORT,
@@ -193,11 +194,11 @@ def test_lock_expiry_after_last_delivery_dead_letters(engine: LocalQueueEngine) 
 
 def test_renew_lock_keeps_message_locked(engine: LocalQueueEngine) -> None:
     engine.send("renew-lock", msg("renewed"))
-    got = only(engine.receive("renew-lock"))  # locked for 1 s
-    time.sleep(0.6)
+    got = only(engine.receive("renew-lock"))  # locked for 3 s
+    time.sleep(1.5)
     renewed = engine.renew_lock("renew-lock", got.lock_token)
     assert renewed > got.locked_until_utc
-    time.sleep(0.7)  # past the original lock, within the renewed one
+    time.sleep(2.5)  # past the original lock (by 1 s), within the renewed one (by 2 s)
     assert engine.receive("renew-lock") == []
     engine.complete("renew-lock", got.lock_token)
 

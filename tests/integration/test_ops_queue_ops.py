@@ -47,7 +47,7 @@ def pipeline_message(queue: str, run: str, stage: str = "x") -> OutgoingMessage:
     if queue == MARKING:
         return messages.marking(ref)
     if queue == AGGREGATION:
-        return messages.aggregation(ref, f"test-{stage}", 1)
+        return messages.aggregation(ref, {f"test-{stage}": 1})
     return messages.notification(ref, "received")
 
 

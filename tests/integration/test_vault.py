@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.data.tables import TableClient
+from azure.data.tables import TableClient, UpdateMode
 from ulid import ULID
 
 from shared.vault.chunks import CHUNK_BYTES, chunk_partition, chunk_row
@@ -48,7 +49,8 @@ def test_small_body_round_trips_byte_for_byte(vault: TableVault, sample_results_
     assert stored.byte_size == len(sample_results_xml)
     assert stored.sha256 == hashlib.sha256(sample_results_xml).hexdigest()
     assert stored.compression == "gzip" and stored.compressed_size < len(sample_results_xml) // 5
-    assert stored.format_version == 1 and stored.chunk_count == 1
+    assert stored.format_version == 1 and stored.chunk_count == 0  # a small body lives on the head
+    assert stored.inline is not None and len(stored.inline) == stored.compressed_size
     assert stored.status == {}
     assert vault.read_body(stored) == sample_results_xml
     with vault.open_body(stored) as stream:
@@ -109,7 +111,7 @@ def test_record_status_merges_values_of_every_type(vault: TableVault) -> None:
         "counts": {"a": 1, "b": [2, 3]}, "markedAt": validated + timedelta(seconds=1),
     }
     # Body metadata is untouched by merges.
-    assert (stored.sha256, stored.byte_size, stored.chunk_count) == (record.sha256, record.byte_size, 1)
+    assert (stored.sha256, stored.byte_size, stored.chunk_count) == (record.sha256, record.byte_size, 0)
     assert vault.read_body(stored) == b"<x/>"
 
 
@@ -192,14 +194,26 @@ def test_missing_chunk_is_detected(vault: TableVault, table: TableClient) -> Non
 
 def test_damaged_chunk_is_detected_by_sha256(vault: TableVault, table: TableClient,
                                              sample_results_xml: bytes) -> None:
-    record = put(vault, sample_results_xml.replace(b"</mcq-test-results>", b"</mcq-test-results>" * 40_000))
-    assert record.compression == "gzip"
+    noise = random.Random(7).randbytes(150_000).hex().encode()  # too big to sit on the head
+    record = put(vault, sample_results_xml.replace(b"</mcq-test-results>", b"<!--" + noise + b"--></mcq-test-results>"))
+    assert record.compression == "gzip" and record.chunk_count >= 1 and record.inline is None
     row = table.get_entity(chunk_partition("school-a"), chunk_row(record.submission_id, 0))
     table.update_entity({**row, "D0": row["D0"][:-4] + b"\x00\x00\x00\x00"})  # gzip trailer: CRC32
     with pytest.raises(VaultCorruptionError, match="submission school-a/"):
         vault.read_body(record)
     with pytest.raises(VaultCorruptionError), vault.open_body(record) as stream:
         stream.read()
+
+
+def test_damaged_inline_body_is_detected_by_sha256(vault: TableVault, table: TableClient,
+                                                   sample_results_xml: bytes) -> None:
+    record = put(vault, sample_results_xml)
+    head = table.get_entity("school-a", record.submission_id)
+    body = head["Body"].value if hasattr(head["Body"], "value") else head["Body"]
+    table.update_entity({"PartitionKey": "school-a", "RowKey": record.submission_id,
+                         "Body": body[:-4] + b"\x00\x00\x00\x00"}, mode=UpdateMode.MERGE)
+    with pytest.raises(VaultCorruptionError, match="submission school-a/"):
+        vault.read_body(vault.get("school-a", record.submission_id))
 
 
 def test_invalid_source_and_id_are_refused(vault: TableVault) -> None:
