@@ -31,7 +31,7 @@ def _parse_args(argv: list[str], default_port: int) -> argparse.Namespace:
     parser.add_argument("--no-stack", action="store_true",
                         help="start no PostgreSQL/Azurite; MARKR_DATABASE_URL must be set")
     parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
-    parser.add_argument("--queues", type=Path, help="queue definitions file (infra/queues.json format)")
+    parser.add_argument("--queues", type=Path, help="queue definitions file (schemas/queues.json format)")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds running handlers get at shutdown")
     parser.add_argument("--max-concurrent-calls", type=int,
                         help="per queue; default host.json extensions.serviceBus.maxConcurrentCalls")

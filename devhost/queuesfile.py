@@ -1,4 +1,4 @@
-"""Queue definitions from a file in the infra/queues.json format (tests give the host short locks)."""
+"""Queue definitions from a file in the schemas/queues.json format (tests give the host short locks)."""
 from __future__ import annotations
 
 import json

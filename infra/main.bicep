@@ -27,7 +27,7 @@ param operatorPrincipalName string = ''
 param operatorPrincipalType string = 'User'
 
 // The one queue definition, shared with the local queue engine (shared/bus/queues.py).
-var queueSpec = loadJsonContent('queues.json')
+var queueSpec = loadJsonContent('../schemas/queues.json')
 
 var sizing = {
   dev: {

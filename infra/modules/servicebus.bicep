@@ -1,9 +1,9 @@
-// Service Bus (Standard) with the pipeline queues, created from infra/queues.json (passed in as queueSpec).
+// Service Bus (Standard) with the pipeline queues, created from schemas/queues.json (passed in as queueSpec).
 // Local (SAS) auth is disabled: senders and the triggers authenticate with Entra ID.
 param location string
 param tags object
 param name string
-@description('The parsed infra/queues.json: { defaults: {...}, queues: [{ name, ...overrides }] }.')
+@description('The parsed schemas/queues.json: { defaults: {...}, queues: [{ name, ...overrides }] }.')
 param queueSpec object
 param logAnalyticsWorkspaceId string
 

@@ -1,4 +1,6 @@
-"""Queue definitions, read from infra/queues.json (the same file infra/main.bicep reads).
+"""Queue definitions, read from schemas/queues.json (the same file infra/main.bicep reads).
+
+The file is package data of `schemas`, so the deployed app, the tools and the Bicep read one file.
 
 The one place queue names come from: the constants below are for code that needs a particular
 queue, and must name a queue of the file (checked when the definitions load); PIPELINE_QUEUES
@@ -11,9 +13,10 @@ import re
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
-QUEUES_FILE = Path(__file__).resolve().parents[2] / "infra" / "queues.json"
+QUEUES_FILE = Path(str(files("schemas").joinpath("queues.json")))
 
 VALIDATION = "submission-validation"
 MARKING = "submission-marking"
@@ -55,7 +58,7 @@ class QueueDefinition:
 
 
 def load_queue_definitions(path: Path) -> dict[str, QueueDefinition]:
-    """Queue definitions from a file in the infra/queues.json format (defaults + per-queue overrides)."""
+    """Queue definitions from a file in the schemas/queues.json format (defaults + per-queue overrides)."""
     spec = json.loads(Path(path).read_text())
     result = {}
     for queue in spec["queues"]:
@@ -85,7 +88,7 @@ def queue_definitions() -> dict[str, QueueDefinition]:
 
 
 def pipeline_queues() -> tuple[str, ...]:
-    """Every queue of infra/queues.json, in the file's order."""
+    """Every queue of schemas/queues.json, in the file's order."""
     return tuple(queue_definitions())
 
 

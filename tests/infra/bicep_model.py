@@ -33,7 +33,7 @@ def bicep_files() -> list[str]:
 
 
 def queue_spec() -> dict[str, Any]:
-    return json.loads((INFRA / "queues.json").read_text())
+    return json.loads((ROOT / "schemas" / "queues.json").read_text())
 
 
 def resource(relative: str, symbol: str) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def test_registry_modules_are_pinned_azure_verified_modules() -> None:
 def test_main_loads_queues_json_and_passes_it_to_service_bus() -> None:
     main = parse("main.bicep")
     load = main["variables"]["queueSpec"]["value"]["function"]
-    assert load["type"] == "load_json_content" and load["parameters"]["file_path"] == "queues.json"
+    assert load["type"] == "load_json_content" and load["parameters"]["file_path"] == "../schemas/queues.json"
     module = main["modules"]["serviceBus"]
     assert module["detail"]["path"] == "modules/servicebus.bicep"
     assert module["config"]["params"]["queueSpec"] == "queueSpec"

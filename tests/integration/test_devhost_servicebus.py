@@ -106,7 +106,7 @@ def test_failing_then_succeeding_handler_is_redelivered(make_host) -> None:
 
 
 def test_always_failing_handler_dead_letters_at_max_delivery_count(make_host) -> None:
-    definition = queue_definitions()[VALIDATION]  # the real queue: maxDeliveryCount from infra/queues.json
+    definition = queue_definitions()[VALIDATION]  # the real queue: maxDeliveryCount from schemas/queues.json
     assert definition.max_delivery_count == 10
     deliveries: list[int] = []
 

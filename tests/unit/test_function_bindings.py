@@ -42,7 +42,7 @@ def test_queue_functions_consume_their_own_queue_through_one_connection_setting(
         "aggregator_retry": (retry(queues.AGGREGATION), "ServiceBusConnection", "one"),
         "notifier": (queues.NOTIFICATION, "ServiceBusConnection", "one"),
     }
-    # Every queue a function consumes is defined once, in infra/queues.json.
+    # Every queue a function consumes is defined once, in schemas/queues.json.
     assert {q for q, _, _ in consumers.values()} == set(queues.queue_definitions())
 
 

@@ -1,4 +1,4 @@
-"""Queue names come from one place: infra/queues.json, through shared.bus.queues."""
+"""Queue names come from one place: schemas/queues.json, through shared.bus.queues."""
 from __future__ import annotations
 
 import json
