@@ -33,6 +33,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.vault import body as bodies
 from shared.vault.chunks import read_chunks, write_chunks
+from shared.vault.group_commit import GroupCommit
 from shared.vault.model import (
     FORMAT_VERSION,
     HEAD_PROPERTIES,
@@ -61,6 +62,7 @@ HTTP_POOL_SIZE = 64
 
 def _transport() -> RequestsTransport:
     session = requests.Session()
+    session.trust_env = False  # no proxy or .netrc look-ups from the environment on every request
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=HTTP_POOL_SIZE)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -104,6 +106,7 @@ class TableVault:
         self._gzip_level = gzip_level
         self._table_ready = False
         self._lock = threading.Lock()
+        self._commits: GroupCommit | None = None
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str) -> TableVault:
@@ -124,6 +127,14 @@ class TableVault:
         service = TableServiceClient(endpoint=settings.vault_table_endpoint, credential=credential,
                                      transport=_transport(), **_CLIENT_OPTIONS)
         return cls(service.get_table_client(settings.vault_table))
+
+    def _group_commit(self) -> GroupCommit:
+        if self._commits is None:
+            table = self.table
+            with self._lock:
+                if self._commits is None:
+                    self._commits = GroupCommit(table.submit_transaction, table.create_entity)
+        return self._commits
 
     @property
     def table(self) -> TableClient:
@@ -171,7 +182,10 @@ class TableVault:
         if inline:
             head["Body"] = stored
         try:
-            self.table.create_entity(head)
+            if inline:
+                self._group_commit().insert(head, len(stored) * 4 // 3 + 1024)
+            else:
+                self.table.create_entity(head)
         except ResourceExistsError:  # a concurrent put of the same id won the race
             existing = self.get(source, submission_id)
             if existing is None:

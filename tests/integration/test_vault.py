@@ -255,3 +255,45 @@ def test_ping_fails_when_storage_is_unreachable() -> None:
     vault = TableVault.from_connection_string(azurite_connection_string(free_port()), "vaultdown")
     with pytest.raises(Exception, match="(?i)connect|refused"):
         vault.ping()
+
+
+def _concurrently(count: int, work) -> dict[int, object]:
+    import threading
+
+    gate = threading.Barrier(count)
+    answers: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        gate.wait()
+        try:
+            answers[i] = work(i)
+        except VaultError as exc:
+            answers[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
+def test_concurrent_small_puts_share_transactions(vault: TableVault) -> None:
+    answers = _concurrently(16, lambda i: put(vault, f"<doc n='{i}'/>".encode()))
+    for i, record in answers.items():
+        assert vault.read_body(vault.get("school-a", record.submission_id)) == f"<doc n='{i}'/>".encode()
+    commits = vault._group_commit()
+    assert commits.entities == 16 and commits.transactions < 16
+
+
+def test_a_refused_entity_in_a_shared_transaction_fails_alone(vault: TableVault) -> None:
+    taken = new_id()
+    put(vault, b"<first/>", submission_id=taken)
+    # Writer 0 reuses an id with another body: only it fails; the others of its group land.
+    answers = _concurrently(16, lambda i: put(vault, f"<doc n='{i}'/>".encode(),
+                                               submission_id=taken if i == 0 else None))
+    assert isinstance(answers[0], VaultError) and "different body" in str(answers[0])
+    for i in range(1, 16):
+        record = answers[i]
+        assert vault.read_body(vault.get("school-a", record.submission_id)) == f"<doc n='{i}'/>".encode()
+    assert vault.read_body(vault.get("school-a", taken)) == b"<first/>"
