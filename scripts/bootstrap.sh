@@ -26,9 +26,12 @@ if [ ! -x node_modules/.bin/azurite-table ] || [ package-lock.json -nt node_modu
   echo "==> installing Node packages (Azurite)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
-if [ ! -x .venv/bin/markr-ops ]; then
+project_stamp=".venv/.project.sha256"
+project_want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -x .venv/bin/markr-ops ] || [ ! -f "$project_stamp" ] || [ "$(cat "$project_stamp")" != "$project_want" ]; then
   echo "==> installing the project in editable mode (markr-ops)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  echo "$project_want" > "$project_stamp"
 fi
 checkov_venv=".local/tools/checkov-$(sha256sum tests/infra/checkov-requirements.txt | cut -c1-12)"
 if [ ! -f "$checkov_venv/.installed" ] || [ ! -x "$checkov_venv/bin/checkov" ]; then
