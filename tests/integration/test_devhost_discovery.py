@@ -140,7 +140,10 @@ def test_local_settings_created_from_template_and_env_wins(tmp_path: Path,
         assert name in values
     parse_schedule(values["MARKR_DEAD_LETTER_SWEEP_SCHEDULE"])
     monkeypatch.setenv("MARKR_VAULT_TABLE", "from-env")
-    monkeypatch.delenv("MARKR_DEFAULT_SOURCE", raising=False)
+    # setenv first, so monkeypatch records the variable and removes what apply_values sets below
+    # (a bare delenv of an absent variable records nothing, and the value leaked into later tests).
+    monkeypatch.setenv("MARKR_DEFAULT_SOURCE", "placeholder")
+    monkeypatch.delenv("MARKR_DEFAULT_SOURCE")
     applied = apply_values({"MARKR_VAULT_TABLE": "from-file", "MARKR_DEFAULT_SOURCE": "file-source"})
     assert os.environ["MARKR_VAULT_TABLE"] == "from-env"
     assert os.environ["MARKR_DEFAULT_SOURCE"] == "file-source" and applied == ["MARKR_DEFAULT_SOURCE"]
