@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psycopg
 
+from shared.db.connection import connect
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x6D61726B72  # "markr"
 
@@ -50,9 +52,9 @@ def migrate(url: str, connect=psycopg.connect) -> list[str]:
 
 
 if __name__ == "__main__":
-    from shared.config import settings
-    from shared.db.connection import connect
+    from shared.bootstrap import Services
 
-    target = sys.argv[1] if len(sys.argv) > 1 else settings().database_url
-    for name in migrate(target, connect=connect):
+    app = Services()  # Entra tokens when MARKR_DATABASE_ENTRA_AUTH=true, as the app itself connects
+    target = sys.argv[1] if len(sys.argv) > 1 else app.settings.database_url
+    for name in migrate(target, connect=lambda url, **kw: connect(url, app.db_password, **kw)):
         print(f"applied {name}")

@@ -14,9 +14,14 @@ from collections.abc import Iterator
 from azure.core.exceptions import HttpResponseError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.vault.model import CHUNK_PARTITION_SUFFIX, VaultCorruptionError, VaultError, odata_string
+from shared.vault.model import (
+    CHUNK_PARTITION_SUFFIX,
+    PROPERTY_BYTES,
+    VaultCorruptionError,
+    VaultError,
+    odata_string,
+)
 
-PROPERTY_BYTES = 64 * 1024
 PROPERTIES_PER_CHUNK = 4
 CHUNK_BYTES = PROPERTY_BYTES * PROPERTIES_PER_CHUNK
 CHUNKS_PER_TRANSACTION = 4

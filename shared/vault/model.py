@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 FORMAT_VERSION = 1
+PROPERTY_BYTES = 64 * 1024  # Table Storage cap for one property (binary bytes, or UTF-16 string bytes)
 CHUNK_PARTITION_SUFFIX = "~chunks"
 
 # Properties the vault writes on a head entity; record_status may never overwrite them.

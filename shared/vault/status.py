@@ -16,9 +16,8 @@ from datetime import datetime
 
 from azure.data.tables import EdmType, EntityProperty
 
-from shared.vault.model import HEAD_PROPERTIES, as_utc, plain_datetime
+from shared.vault.model import HEAD_PROPERTIES, PROPERTY_BYTES, as_utc, plain_datetime
 
-PROPERTY_BYTES = 64 * 1024  # Table Storage cap for one property (binary bytes, or UTF-16 string bytes)
 STRING_CHARS = PROPERTY_BYTES // 2
 # 255 is the service limit; leave room for the "<name>Truncated" flag.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,245}")
