@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 import schemas
+from shared.domain.ids import invalid_identifier
 from shared.domain.model import Problem, TestResult
 from shared.domain.xml_reader import RawResult
 
@@ -140,6 +141,13 @@ def check(raw: RawResult, item: dict[str, Any]) -> tuple[list[Problem], list[Pro
                 add(code, field, message)
     for name in raw.duplicates:
         add("duplicate-field", name, f"{name} occurs more than once")
+    for prop in ("studentNumber", "testId"):
+        value = item.get(prop)
+        # Ids that look alike but differ (zero-width spaces, bidirectional overrides) would split or
+        # disguise a student's or a test's results.
+        problem = invalid_identifier(value) if isinstance(value, str) and value else None
+        if problem and problem != "is empty":
+            add("invisible-character", XML_FIELD[prop], f"{XML_FIELD[prop]} {_show(repr(value))} {problem}")
 
     available, obtained = item.get("available"), item.get("obtained")
     # Only when both values are otherwise valid, so one bad number is reported once.

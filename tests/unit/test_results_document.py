@@ -135,6 +135,22 @@ def test_empty_field(spec: dict, field: str) -> None:
     assert (p.code, p.result, p.field) == ("empty-field", 1, field)
 
 
+@pytest.mark.parametrize(
+    "spec, field",
+    [
+        ({"student_number": "\u200b"}, "student-number"),  # nothing but a zero-width space
+        ({"student_number": "12\u202e34"}, "student-number"),  # a right-to-left override inside
+        ({"test_id": "98\u200d63"}, "test-id"),
+    ],
+)
+def test_invisible_characters_in_ids_reject_the_document_naming_result_and_field(spec: dict, field: str) -> None:
+    doc = parse({"student_number": "1"}, spec)
+    assert not doc.valid and doc.results == ()
+    [p] = doc.errors
+    assert (p.code, p.result, p.field) == ("invisible-character", 2, field)
+    assert "U+20" in p.message
+
+
 @pytest.mark.parametrize("value", ["12.5", "abc", "", "  ", "1e3", "12.0", "0x10", "1_0", "١٢", "- 1"])
 @pytest.mark.parametrize("attr", ["available", "obtained"])
 def test_not_a_whole_number(attr: str, value: str) -> None:
