@@ -47,6 +47,7 @@ def postgres_server() -> Iterator[str]:
         yield url
     finally:
         server.stop()
+        server.remove()  # also the relocated cluster, when this clone is out of the server user's reach
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from azure.data.tables import TableServiceClient
 
-from devhost.stack import ROOT, Azurite, Postgres, _run_server_command, pg_bindir, relocated_server_dir
+from devhost.stack import Azurite, Postgres, _run_server_command, pg_bindir, relocated_server_dir
 
 pytestmark = pytest.mark.integration
 
@@ -80,9 +80,12 @@ def test_a_failing_server_command_raises_with_its_stderr() -> None:
     assert "initdb failed" in message and "no-such-option" in message
 
 
-def test_a_cluster_inside_the_repository_stays_there(tmp_path: Path) -> None:
-    # Reachable directories are used as they are (no relocation, no symlink).
-    data = ROOT / ".local" / "test" / f"pg-reach-{uuid.uuid4().hex[:8]}" / "data"
+def test_a_cluster_in_a_reachable_directory_stays_there() -> None:
+    # Reachable directories are used as they are (no relocation, no symlink). The repository itself
+    # may not be reachable (a clone under a 0700 home), so the test makes a directory that is.
+    parent = Path(tempfile.mkdtemp(prefix="markr-reach-", dir="/tmp"))
+    parent.chmod(0o755)
+    data = parent / "data"
     server = Postgres(data)
     try:
         server.start()
@@ -90,4 +93,4 @@ def test_a_cluster_inside_the_repository_stays_there(tmp_path: Path) -> None:
     finally:
         server.stop()
         server.remove()
-        shutil.rmtree(data.parent, ignore_errors=True)
+        shutil.rmtree(parent, ignore_errors=True)
