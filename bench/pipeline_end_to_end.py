@@ -66,6 +66,27 @@ def run(base: str, pid: int, name: str, body: bytes) -> None:
     print(f"{name}: legacy POST answered {status} in {time.perf_counter() - started:.2f} s", flush=True)
 
 
+def aggregate_reads(base: str, test_id: str, count: int = 500) -> None:
+    """Aggregate GET latency over one keep-alive connection, as a dashboard polls it."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        conn.request("GET", f"/api/results/{test_id}/aggregate")
+        resp = conn.getresponse()
+        resp.read()
+        times.append(time.perf_counter() - started)
+        assert resp.status == 200
+    conn.close()
+    times.sort()
+    print(f"aggregate GET x{count}: p50 {1000 * times[len(times) // 2]:.2f} ms, "
+          f"p99 {1000 * times[int(len(times) * 0.99)]:.2f} ms", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--results", type=int, default=50_000)
@@ -83,6 +104,7 @@ def main() -> None:
     print(f"stack + host ready in {time.perf_counter() - started:.1f} s", flush=True)
     try:
         run(host.base_url, host.pid, "sample_results.xml", SAMPLE.read_bytes())
+        aggregate_reads(host.base_url, "9863")
         big = b"".join(make_large_document(args.results, seed=1))
         run(host.base_url, host.pid, f"{args.results}-result document", big)
         print(f"host peak RSS over the run: {peak_rss_mib(host.pid):.0f} MiB")
