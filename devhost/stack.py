@@ -216,6 +216,7 @@ class Azurite:
     location: Path
     table_port: int = 0
     process: subprocess.Popen | None = None
+    _log_start: int = field(default=0, init=False, repr=False)
 
     @property
     def connection_string(self) -> str:
@@ -226,6 +227,7 @@ class Azurite:
         self.location.mkdir(parents=True, exist_ok=True)
         self.table_port = self.table_port or free_port()
         log = open(self.location / "azurite.log", "ab")  # noqa: SIM115 - owned by the child process
+        self._log_start = log.tell()  # this run's lines only (the log is appended to)
         self.process = subprocess.Popen(
             [str(ROOT / "node_modules" / ".bin" / "azurite-table"), "--tableHost", "127.0.0.1",
              "--tablePort", str(self.table_port), "--location", str(self.location),
@@ -241,13 +243,27 @@ class Azurite:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGINT: Azurite saves its in-memory database only then (every 5 s otherwise, and not on
-        SIGTERM), so terminating it would lose the last writes. Escalate if it does not exit."""
+        SIGTERM), so terminating it would lose the last writes. Once it logs that it has closed (its
+        database saved), a process that lingers is ended; escalate if it does not exit."""
         if not self.process or self.process.poll() is not None:
             return
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(wait)
+        self.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            if self._closed():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(1.0)  # it usually exits by itself right after
+                break
+            time.sleep(0.05)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.process.poll() is not None:
                 return
-            except subprocess.TimeoutExpired:
-                continue
+            self.process.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10.0)
+
+    def _closed(self) -> bool:
+        with contextlib.suppress(OSError), open(self.location / "azurite.log", "rb") as log:
+            log.seek(self._log_start)
+            return b"successfully closed" in log.read()
+        return False
