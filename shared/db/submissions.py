@@ -79,11 +79,6 @@ def record_events(conn: psycopg.Connection, events: Sequence[Event]) -> list[Sub
     return [after[sid] for sid in first]
 
 
-def record_event(conn: psycopg.Connection, event: Event) -> SubmissionStatus:
-    with conn.transaction():
-        return record_events(conn, [event])[0]
-
-
 def get(conn: psycopg.Connection, submission_id: str) -> SubmissionStatus | None:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute("SELECT * FROM submissions WHERE submission_id = %s", (submission_id,)).fetchone()
