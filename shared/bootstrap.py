@@ -93,7 +93,7 @@ class Services:
     def store(self) -> Any:
         from shared.db.store import PostgresStore
 
-        return _LazyPoolStore(self, PostgresStore)
+        return PostgresStore(lambda: self.pool)
 
     @cached_property
     def bus(self) -> Any:
@@ -138,20 +138,6 @@ class Services:
             pool = self.__dict__.pop(name, None)
             if pool is not None:
                 pool.close()
-
-
-class _LazyPoolStore:
-    """Builds the PostgresStore on first use, so asking for `services().store` opens no pool."""
-
-    def __init__(self, services: Services, factory: Any) -> None:
-        self._services = services
-        self._factory = factory
-        self._store: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._store is None:
-            self._store = self._factory(self._services.pool)
-        return getattr(self._store, name)
 
 
 _BUILDABLE = ("credential", "pool", "store", "bus", "bus_admin", "vault", "status_waiter")

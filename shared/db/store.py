@@ -1,7 +1,7 @@
 """The PipelineStore port on PostgreSQL: one transaction per call, set-based over a whole batch."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from psycopg_pool import ConnectionPool
@@ -13,8 +13,13 @@ from shared.pipeline.ports import Accepted, Marked, MarkingOutcome, Rejected, St
 
 
 class PostgresStore:
-    def __init__(self, pool: ConnectionPool) -> None:
-        self.pool = pool
+    def __init__(self, pool: Callable[[], ConnectionPool]) -> None:
+        # Asked for on each call: the composition root's pool opens (and migrates) on first use.
+        self._pool = pool
+
+    @property
+    def pool(self) -> ConnectionPool:
+        return self._pool()
 
     def record_validation(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> None:
         events = validation_events(accepted, rejected)
