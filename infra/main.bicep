@@ -142,11 +142,22 @@ module roles 'modules/roles.bicep' = {
   }
 }
 
+module keyVault 'modules/keyvault.bicep' = {
+  scope: rg
+  name: 'keyvault'
+  params: {
+    location: location
+    tags: tags
+    name: 'kv-markr-${take(token, 12)}'
+    principalId: identity.outputs.principalId
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   scope: rg
   name: 'functionapp'
   // The app's triggers and adapters fail at start-up without their roles: grant them first.
-  dependsOn: [roles, postgres]
+  dependsOn: [roles, postgres, keyVault]
   params: {
     location: location
     tags: tags
@@ -160,6 +171,7 @@ module functionApp 'modules/functionapp.bicep' = {
     tableEndpoint: storage.outputs.tableEndpoint
     deploymentContainerName: storage.outputs.deploymentContainerName
     vaultTableName: storage.outputs.vaultTableName
+    vaultKeyUrl: keyVault.outputs.keyUrl
     serviceBusFullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
     postgresHost: postgres.outputs.fqdn
     databaseName: postgres.outputs.databaseName

@@ -117,11 +117,19 @@ class Services:
         return LocalBusAdmin(self.bus)
 
     @cached_property
+    def kek(self) -> Any:
+        """The vault's key-encryption key: Key Vault (MARKR_VAULT_KEY_URL) or the local key file."""
+        from shared.vault.kek import from_settings
+
+        s = self.settings
+        return from_settings(s.vault_key_url, s.vault_key_file, self.credential if s.vault_key_url else None)
+
+    @cached_property
     def vault(self) -> Any:
         from shared.vault.table_vault import TableVault
 
         credential = None if self.settings.vault_connection else self.credential
-        return TableVault.from_settings(self.settings, credential)
+        return TableVault.from_settings(self.settings, credential, kek=self.kek)
 
     @cached_property
     def status_waiter(self) -> Any:
@@ -140,7 +148,7 @@ class Services:
                 pool.close()
 
 
-_BUILDABLE = ("credential", "pool", "store", "bus", "bus_admin", "vault", "status_waiter")
+_BUILDABLE = ("credential", "pool", "store", "bus", "bus_admin", "vault", "kek", "status_waiter")
 _current: Services | None = None
 _current_lock = threading.Lock()
 

@@ -40,6 +40,10 @@ class Settings:
     migrate_on_start: bool = False
     # Connections per process in the PostgreSQL pool (docs/deploy.md has the connection budget).
     db_pool_max: int = 10
+    # Vault key-encryption key: a Key Vault key URL (Azure), else a local key file (created if missing;
+    # empty = .local/run/vault-kek.json of the project).
+    vault_key_url: str = ""
+    vault_key_file: str = ""
     # The longest a retry-queue trigger waits before giving a failed message back (1, 2, 4 … this).
     retry_backoff_max_seconds: float = 30.0
 
@@ -61,4 +65,6 @@ def settings() -> Settings:
         import_wait_seconds=_float("MARKR_IMPORT_WAIT_SECONDS", 30.0),
         db_pool_max=_int("MARKR_DB_POOL_MAX", 10),
         retry_backoff_max_seconds=_float("MARKR_RETRY_BACKOFF_MAX_SECONDS", 30.0),
+        vault_key_url=os.environ.get("MARKR_VAULT_KEY_URL", "").strip(),
+        vault_key_file=os.environ.get("MARKR_VAULT_KEY_FILE", "").strip(),
     )

@@ -13,6 +13,8 @@ param blobEndpoint string
 param tableEndpoint string
 param deploymentContainerName string
 param vaultTableName string
+@description('Versionless URL of the Key Vault key that wraps vault data keys.')
+param vaultKeyUrl string
 param serviceBusFullyQualifiedNamespace string
 param postgresHost string
 param databaseName string
@@ -66,6 +68,8 @@ var appSettings = {
   VaultStorage__credential: 'managedidentity'
   VaultStorage__clientId: identityClientId
   MARKR_VAULT_TABLE: vaultTableName
+  // Vault entries are sealed under data keys wrapped by this Key Vault key (RSA-OAEP-256, app identity).
+  MARKR_VAULT_KEY_URL: vaultKeyUrl
   MARKR_DEFAULT_SOURCE: 'default'
   MARKR_MAX_BODY_BYTES: '104857600'
   MARKR_IMPORT_WAIT_SECONDS: '30'

@@ -44,14 +44,21 @@ class InlineBody:
     data: bytes
     byte_size: int
     sha256: str
+    # A sealed body's envelope (shared/vault/crypto.py): `data` is ciphertext and only a holder of
+    # the key-encryption key can open it, so names never travel in clear on the queue.
+    envelope: dict[str, str] | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"compression": self.compression, "data": base64.b64encode(self.data).decode(),
+        body = {"compression": self.compression, "data": base64.b64encode(self.data).decode(),
                 "byteSize": self.byte_size, "sha256": self.sha256}
+        if self.envelope is not None:
+            body["envelope"] = self.envelope
+        return body
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InlineBody:
-        return cls(data["compression"], base64.b64decode(data["data"]), data["byteSize"], data["sha256"])
+        return cls(data["compression"], base64.b64decode(data["data"]), data["byteSize"], data["sha256"],
+                   data.get("envelope"))
 
 
 @lru_cache(maxsize=1)

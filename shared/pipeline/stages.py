@@ -27,7 +27,8 @@ from shared.pipeline import messages
 from shared.pipeline.messages import InlineBody, SubmissionRef
 from shared.pipeline.ports import Accepted, Bus, Failure, PipelineStore, Rejected, Vault
 from shared.vault.body import open_stream
-from shared.vault.model import VaultCorruptionError, VaultRecord
+from shared.vault.crypto import Envelope
+from shared.vault.model import FORMAT_ENCRYPTED, FORMAT_PLAIN, VaultCorruptionError, VaultRecord
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,12 @@ def _parse(data: dict[str, Any], ref: SubmissionRef, vault: Vault) -> ParsedDocu
     inline = data.get("body")
     if inline is not None:
         body = InlineBody.from_json(inline)
+        sealed = body.envelope is not None
         record = VaultRecord(ref.source, ref.submission_id, "", _now(), body.byte_size, body.sha256,
-                             body.compression, len(body.data), 1, 0, {}, body.data)
-        opener = lambda: open_stream(record, body.data)  # noqa: E731
+                             body.compression, len(body.data), FORMAT_ENCRYPTED if sealed else FORMAT_PLAIN, 0, {},
+                             body.data, Envelope.from_json(body.envelope) if sealed else None)  # type: ignore[arg-type]
+        # A sealed inline body needs the vault's key to open; a plain one is opened right here.
+        opener = (lambda: vault.open_body(record)) if sealed else (lambda: open_stream(record, body.data))  # noqa: E731
     else:
         stored = vault.get(ref.source, ref.submission_id)
         if stored is None:

@@ -4,8 +4,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from shared.vault.crypto import Envelope
+
+FORMAT_PLAIN = 1  # compressed body stored as is (entries written before encryption)
+FORMAT_ENCRYPTED = 2  # compressed, then sealed with AES-256-GCM under a wrapped data key (crypto.py)
+FORMAT_VERSION = FORMAT_ENCRYPTED  # what put() writes
 PROPERTY_BYTES = 64 * 1024  # Table Storage cap for one property (binary bytes, or UTF-16 string bytes)
 CHUNK_PARTITION_SUFFIX = "~chunks"
 
@@ -13,6 +19,7 @@ CHUNK_PARTITION_SUFFIX = "~chunks"
 HEAD_PROPERTIES = frozenset({
     "PartitionKey", "RowKey", "Timestamp", "ContentType", "ReceivedAt", "ByteSize", "Sha256",
     "Compression", "CompressedSize", "FormatVersion", "ChunkCount", "Body",
+    "Algorithm", "KeyId", "KeyWrap", "WrappedKey", "Nonce",  # the envelope of an encrypted entry
 })
 
 # Table keys may not contain / \ # ? or control characters; "~" is reserved here so a source can
@@ -43,6 +50,7 @@ class VaultRecord:
     chunk_count: int  # 0 when the stored bytes sit on the head itself (`inline`)
     status: dict[str, object]  # every other property on the head (enqueueError, ...)
     inline: bytes | None = None  # the stored (compressed) bytes of a small body, kept on the head
+    envelope: Envelope | None = None  # FORMAT_ENCRYPTED: how the stored bytes are sealed
 
 
 def check_source(source: str) -> str:

@@ -1,13 +1,20 @@
 """The vault: every submission's raw body, stored unchanged and compressed in Azure Table Storage.
 
 It is written before anything else happens to a submission and is the source of truth the pipeline
-can be replayed from. Layout in one table:
+can be replayed from. Bodies are compressed, then sealed with AES-256-GCM under a per-entry data key
+wrapped by the key-encryption key (crypto.py, kek.py); FormatVersion 1 entries (written before
+encryption) are plain and stay readable until `markr-ops vault encrypt --all` seals them.
+Layout in one table:
 - head:   PartitionKey = source,            RowKey = submission id (a ULID, so time-ordered);
           body metadata (ContentType, ReceivedAt, ByteSize, Sha256, Compression, CompressedSize,
-          FormatVersion, ChunkCount) plus fields merged later (enqueueError);
+          FormatVersion, ChunkCount; Algorithm, KeyId, KeyWrap, WrappedKey, Nonce when sealed) plus
+          fields merged later (enqueueError, retractedAt);
           a body that compresses to at most INLINE_BYTES is stored on the head itself (`Body`,
           ChunkCount 0): one write per small submission;
-- chunks: PartitionKey = "<source>~chunks",  RowKey = "<submission id>-00000", ... (see chunks.py).
+- chunks: PartitionKey = "<source>~chunks" ("<source>~sealed" when encrypted),
+          RowKey = "<submission id>-00000", ... (see chunks.py);
+- a tombstone replaces the head of an erased submission (`Tombstone`, Sha256, ByteSize, ReceivedAt,
+  ErasedAt, Reason): get/find/list treat it as absent.
 Chunks are written first and the head last, so a head exists only once its body is complete.
 """
 from __future__ import annotations
@@ -32,9 +39,12 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.vault import body as bodies
-from shared.vault.chunks import read_chunks, write_chunks
+from shared.vault import crypto
+from shared.vault.chunks import delete_chunks, read_chunks, write_chunks
 from shared.vault.group_commit import GroupCommit
 from shared.vault.model import (
+    FORMAT_ENCRYPTED,
+    FORMAT_PLAIN,
     FORMAT_VERSION,
     HEAD_PROPERTIES,
     VaultCorruptionError,
@@ -50,6 +60,7 @@ from shared.vault.status import decode_property, encode_fields, visible_status
 
 if TYPE_CHECKING:
     from shared.config import Settings
+    from shared.vault.kek import KeyEncryptionKey
 
 __all__ = ["TableVault", "VaultCorruptionError", "VaultError", "VaultRecord"]
 
@@ -67,7 +78,7 @@ def _transport() -> RequestsTransport:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return RequestsTransport(session=session, session_owner=True)
-_HEADS_ONLY = f"FormatVersion ge {FORMAT_VERSION}"  # chunk entities have no FormatVersion
+_HEADS_ONLY = f"FormatVersion ge {FORMAT_PLAIN}"  # chunk entities and tombstones have no FormatVersion
 _STATUS_RETRIES = 10
 INLINE_BYTES = 48 * 1024  # a binary property holds 64 KiB; stay well inside it
 
@@ -87,11 +98,24 @@ def _record(entity: Mapping[str, object]) -> VaultRecord:
             chunk_count=int(entity["ChunkCount"]),  # type: ignore[arg-type]
             status=visible_status(entity, HEAD_PROPERTIES),
             inline=_binary(entity.get("Body")),
+            envelope=_envelope(entity),
         )
     except KeyError as exc:
         raise VaultCorruptionError(
             f"vault head {entity.get('PartitionKey')}/{entity.get('RowKey')} lacks property {exc}"
         ) from exc
+
+
+def _envelope(entity: Mapping[str, object]) -> crypto.Envelope | None:
+    if int(entity["FormatVersion"]) < FORMAT_ENCRYPTED:  # type: ignore[call-overload]
+        return None
+    return crypto.Envelope(str(entity["Algorithm"]), str(entity["KeyId"]), str(entity["KeyWrap"]),
+                           _binary(entity["WrappedKey"]) or b"", _binary(entity["Nonce"]) or b"")
+
+
+def _envelope_properties(envelope: crypto.Envelope) -> dict[str, object]:
+    return {"FormatVersion": FORMAT_ENCRYPTED, "Algorithm": envelope.algorithm, "KeyId": envelope.key_id,
+            "KeyWrap": envelope.key_wrap, "WrappedKey": envelope.wrapped_key, "Nonce": envelope.nonce}
 
 
 def _binary(value: object) -> bytes | None:
@@ -101,7 +125,11 @@ def _binary(value: object) -> bytes | None:
 
 
 class TableVault:
-    def __init__(self, table: TableClient, *, gzip_level: int = bodies.GZIP_LEVEL) -> None:
+    def __init__(self, table: TableClient, *, gzip_level: int = bodies.GZIP_LEVEL,
+                 kek: KeyEncryptionKey | None = None) -> None:
+        # Without a kek, puts write plain entries (FormatVersion 1) and sealed ones cannot be read:
+        # only for tests and benchmarks of the plain format; the composition root always passes one.
+        self.kek = kek
         self._table = table
         self._gzip_level = gzip_level
         self._table_ready = False
@@ -109,15 +137,17 @@ class TableVault:
         self._commits: GroupCommit | None = None
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, table_name: str) -> TableVault:
+    def from_connection_string(cls, connection_string: str, table_name: str,
+                               kek: KeyEncryptionKey | None = None) -> TableVault:
         return cls(TableClient.from_connection_string(connection_string, table_name, transport=_transport(),
-                                                      **_CLIENT_OPTIONS))
+                                                      **_CLIENT_OPTIONS), kek=kek)
 
     @classmethod
-    def from_settings(cls, settings: Settings, credential: object = None) -> TableVault:
+    def from_settings(cls, settings: Settings, credential: object = None,
+                      kek: KeyEncryptionKey | None = None) -> TableVault:
         """By connection string, or by identity (`credential`: the process's shared one)."""
         if settings.vault_connection:
-            return cls.from_connection_string(settings.vault_connection, settings.vault_table)
+            return cls.from_connection_string(settings.vault_connection, settings.vault_table, kek)
         if not settings.vault_table_endpoint:
             raise VaultError("set VaultStorage (connection string) or VaultStorage__tableServiceUri (identity)")
         if credential is None:
@@ -126,7 +156,7 @@ class TableVault:
             credential = DefaultAzureCredential()
         service = TableServiceClient(endpoint=settings.vault_table_endpoint, credential=credential,
                                      transport=_transport(), **_CLIENT_OPTIONS)
-        return cls(service.get_table_client(settings.vault_table))
+        return cls(service.get_table_client(settings.vault_table), kek=kek)
 
     def _group_commit(self) -> GroupCommit:
         if self._commits is None:
@@ -166,19 +196,24 @@ class TableVault:
         body = bytes(body)
         digest = hashlib.sha256(body).hexdigest()
         compression, stored = bodies.compress(body, self._gzip_level)
+        envelope = None
+        if self.kek is not None:
+            stored, envelope = crypto.seal(self.kek, source, submission_id, stored)
         inline = len(stored) <= INLINE_BYTES
         if not inline:
             # Chunks are upserted, so check first that this id does not hold another body.
             existing = self.get(source, submission_id)
             if existing is not None:
                 return self._same_body(existing, body, digest)
-        chunks = 0 if inline else write_chunks(self.table, source, submission_id, stored)
+        chunks = 0 if inline else write_chunks(self.table, source, submission_id, stored, envelope is not None)
         head = {
             "PartitionKey": source, "RowKey": submission_id,
             "ContentType": content_type[:1024], "ReceivedAt": received_at,
             "ByteSize": len(body), "Sha256": digest, "Compression": compression,
-            "CompressedSize": len(stored), "FormatVersion": FORMAT_VERSION, "ChunkCount": chunks,
+            "CompressedSize": len(stored), "FormatVersion": FORMAT_PLAIN, "ChunkCount": chunks,
         }
+        if envelope is not None:
+            head.update(_envelope_properties(envelope))
         if inline:
             head["Body"] = stored
         try:
@@ -211,6 +246,8 @@ class TableVault:
             entity = self.table.get_entity(source, submission_id)
         except ResourceNotFoundError:
             return None
+        if entity.get("Tombstone"):
+            return None
         return _record(entity)
 
     def find(self, submission_id: str) -> VaultRecord | None:
@@ -221,14 +258,23 @@ class TableVault:
             return _record(entity)
         return None
 
-    def _stored_bytes(self, record: VaultRecord) -> bytes:
+    def _sealed_bytes(self, record: VaultRecord) -> bytes:
         if record.chunk_count == 0 and record.inline is not None:
             if len(record.inline) != record.compressed_size:
                 raise VaultCorruptionError(f"submission {record.source}/{record.submission_id}: stored body is "
                                            f"{len(record.inline)} bytes, head says {record.compressed_size}")
             return record.inline
         return read_chunks(self.table, record.source, record.submission_id,
-                           record.chunk_count, record.compressed_size)
+                           record.chunk_count, record.compressed_size, record.envelope is not None)
+
+    def _stored_bytes(self, record: VaultRecord) -> bytes:
+        """The compressed body: read, and opened if sealed (VaultCorruptionError if tampered with)."""
+        data = self._sealed_bytes(record)
+        if record.envelope is None:
+            return data
+        if self.kek is None:
+            raise VaultError("this vault has no key-encryption key; it cannot read sealed entries")
+        return crypto.open_sealed(self.kek, record.source, record.submission_id, record.envelope, data)
 
     def read_body(self, record: VaultRecord) -> bytes:
         """The body exactly as received (VaultCorruptionError if it does not match the head)."""
@@ -290,3 +336,77 @@ class TableVault:
         for entity in self.table.query_entities(" and ".join(clauses)):
             yield _record(entity)
 
+
+    # --- key management and erasure (markr-ops vault encrypt / rewrap, retract --erase) -------------
+
+    def _replace_head(self, record: VaultRecord, changes: Mapping[str, object], drop: set[str] = frozenset()) -> None:
+        """Replace the head with `changes` applied, only if it did not change since it was read."""
+        head = self.table.get_entity(record.source, record.submission_id)
+        if int(head.get("FormatVersion", 0)) != record.format_version or head.get("KeyId") != (
+                record.envelope.key_id if record.envelope else None):
+            raise VaultError(f"submission {record.source}/{record.submission_id} changed meanwhile; run again")
+        entity = {k: v for k, v in head.items() if k not in drop}
+        entity.update(changes)
+        try:
+            self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=head.metadata["etag"],
+                                     match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            raise VaultError(f"submission {record.source}/{record.submission_id} changed meanwhile; run again") from None
+
+    def seal_entry(self, record: VaultRecord) -> bool:
+        """Encrypt a plain (FormatVersion 1) entry in place; returns False if it was sealed already.
+
+        The sealed chunks go to their own partition and the head switches over (etag-guarded) before
+        the plain chunks are deleted, so an interruption at any point leaves a readable entry.
+        """
+        if self.kek is None:
+            raise VaultError("this vault has no key-encryption key to seal entries with")
+        if record.envelope is not None:
+            if record.chunk_count:  # an earlier run may have stopped before deleting the plain chunks
+                delete_chunks(self.table, record.source, record.submission_id, sealed=False)
+            return False
+        stored = self._stored_bytes(record)
+        bodies.decompress(record, stored)  # never seal a damaged body: it would look authentic afterwards
+        sealed, envelope = crypto.seal(self.kek, record.source, record.submission_id, stored)
+        changes: dict[str, object] = {**_envelope_properties(envelope), "CompressedSize": len(sealed)}
+        drop: set[str] = set()
+        if len(sealed) <= INLINE_BYTES:
+            changes.update(Body=sealed, ChunkCount=0)
+        else:
+            changes["ChunkCount"] = write_chunks(self.table, record.source, record.submission_id, sealed, True)
+            drop.add("Body")
+        self._replace_head(record, changes, drop)
+        if record.chunk_count:
+            delete_chunks(self.table, record.source, record.submission_id, sealed=False)
+        return True
+
+    def rewrap_entry(self, record: VaultRecord) -> bool:
+        """Wrap the entry's data key under the current KEK version (the sealed body is not touched).
+        Returns False when it is plain or already under the current version."""
+        if self.kek is None:
+            raise VaultError("this vault has no key-encryption key")
+        if record.envelope is None or record.envelope.key_id == self.kek.current_key_id():
+            return False
+        envelope = crypto.rewrap(self.kek, record.envelope)
+        self._replace_head(record, _envelope_properties(envelope))
+        return True
+
+    def erase(self, source: str, submission_id: str, *, reason: str, at: datetime) -> dict[str, object] | None:
+        """Delete the body for good, leaving a tombstone (sha256, size, times, reason) in the head's
+        place. Idempotent: returns the tombstone's facts, or None if there never was such an entry."""
+        check_source(source)
+        check_submission_id(submission_id)
+        try:
+            head = self.table.get_entity(source, submission_id)
+        except ResourceNotFoundError:
+            return None
+        if not head.get("Tombstone"):
+            tombstone = {"PartitionKey": source, "RowKey": submission_id, "Tombstone": True,
+                         "Sha256": head.get("Sha256"), "ByteSize": head.get("ByteSize"),
+                         "ReceivedAt": head.get("ReceivedAt"), "ErasedAt": as_utc(at, "at"), "Reason": reason[:30000]}
+            self.table.upsert_entity(tombstone, mode=UpdateMode.REPLACE)
+            head = tombstone
+        for sealed in (False, True):  # the head is gone first, so no reader finds half a body
+            delete_chunks(self.table, source, submission_id, sealed=sealed)
+        return {"sha256": head["Sha256"], "erasedAt": plain_datetime(head["ErasedAt"]).isoformat(),  # type: ignore[arg-type]
+                "reason": head["Reason"]}

@@ -33,6 +33,9 @@ NOT_SET_IN_AZURE = {
     "ServiceBusConnection": "no connection string in Azure (local auth is disabled on the namespace): "
                             "ServiceBusConnection__fullyQualifiedNamespace + the managed identity",
     "VaultStorage": "no connection string in Azure: VaultStorage__tableServiceUri + the managed identity",
+    "MARKR_VAULT_KEY_FILE": "the local key-encryption key file; in Azure MARKR_VAULT_KEY_URL names the Key "
+                            "Vault key instead (a key file on the app's disk is refused there)",
+    "WEBSITE_SITE_NAME": "set by the platform itself; read only to refuse a local vault key file in Azure",
 }
 # Settings set in Azure that neither the template nor our code name.
 AZURE_ONLY = {
@@ -387,3 +390,47 @@ def test_azure_yaml_deploys_the_function_app_with_azd() -> None:
     fields = dict(re.findall(r"^    (\w+): (.+)$", service.group(1), re.M))
     assert fields == {"project": ".", "language": "python", "host": "function"}
     assert re.search(r"^  path: infra$", text, re.M) and re.search(r"^  provider: bicep$", text, re.M)
+
+
+# ---- the vault's key-encryption key (Key Vault) ------------------------------------------------
+
+KEY_VAULT = "modules/keyvault.bicep"
+
+
+def test_key_vault_uses_rbac_with_purge_protection_and_soft_delete() -> None:
+    vault = body(resource(KEY_VAULT, "vault"))["properties"]
+    assert vault["enableRbacAuthorization"] is True
+    assert vault["enablePurgeProtection"] is True
+    assert vault["enableSoftDelete"] is True and vault["softDeleteRetentionInDays"] >= 7
+    assert "accessPolicies" not in vault  # RBAC only
+
+
+def test_vault_key_wraps_only_and_rotates_by_policy() -> None:
+    key = body(resource(KEY_VAULT, "key"))
+    assert key["parent"] == "vault"
+    props = key["properties"]
+    assert props["kty"] in ("RSA", "RSA-HSM") and props["keySize"] >= 2048
+    assert sorted(props["keyOps"]) == ["unwrapKey", "wrapKey"]
+    actions = {a["action"]["type"]: a["trigger"] for a in props["rotationPolicy"]["lifetimeActions"]}
+    assert "timeAfterCreate" in actions["rotate"], "the key must rotate by itself"
+    assert "notify" in actions
+
+
+def test_app_identity_is_crypto_user_on_the_key_only() -> None:
+    module = parse(KEY_VAULT)
+    assert module["variables"]["cryptoUserRoleId"]["value"] == "12338af0-0e69-4776-bea7-57ae8d297424"
+    grant = body(resource(KEY_VAULT, "cryptoUser"))
+    assert grant["scope"] == "key"
+    assert grant["properties"]["principalId"] == "principalId"
+    assert grant["properties"]["principalType"] == "ServicePrincipal"
+    main = parse("main.bicep")["modules"]
+    assert accessor_path(main["keyVault"]["config"]["params"]["principalId"]) == ["identity", "outputs", "principalId"]
+
+
+def test_function_app_gets_the_versionless_key_url() -> None:
+    assert app_settings()["MARKR_VAULT_KEY_URL"] == "vaultKeyUrl"
+    main = parse("main.bicep")["modules"]["functionApp"]["config"]
+    assert accessor_path(main["params"]["vaultKeyUrl"]) == ["keyVault", "outputs", "keyUrl"]
+    assert "keyVault" in main["dependsOn"]  # the role exists before the app first wraps a key
+    output = parse(KEY_VAULT)["outputs"]["keyUrl"]["value"]
+    assert accessor_path(output) == ["key", "properties", "keyUri"]  # keyUri has no version

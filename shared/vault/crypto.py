@@ -1,0 +1,74 @@
+"""Envelope encryption of a vault entry's stored (compressed) bytes.
+
+Each entry gets a random AES-256 data key; its bytes are sealed with AES-256-GCM under that key and a
+random 96-bit nonce. The data key is kept only wrapped by the key-encryption key (kek.py). The
+associated data names the entry (format version, source, submission id), so a ciphertext copied onto
+another entity fails authentication. Compression runs before encryption (ciphertext does not compress).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shared.vault.kek import KeyEncryptionKey
+from shared.vault.model import FORMAT_ENCRYPTED, VaultCorruptionError
+
+ALGORITHM = "AES-256-GCM"
+TAG_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Envelope:
+    algorithm: str  # how the body is sealed (AES-256-GCM)
+    key_id: str  # the key-encryption key, with its version
+    key_wrap: str  # how the data key is wrapped (A256KW locally, RSA-OAEP-256 in Key Vault)
+    wrapped_key: bytes
+    nonce: bytes
+
+    def as_json(self) -> dict[str, str]:
+        import base64
+
+        return {"algorithm": self.algorithm, "keyId": self.key_id, "keyWrap": self.key_wrap,
+                "wrappedKey": base64.b64encode(self.wrapped_key).decode(),
+                "nonce": base64.b64encode(self.nonce).decode()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> Envelope:
+        import base64
+
+        return cls(data["algorithm"], data["keyId"], data["keyWrap"], base64.b64decode(data["wrappedKey"]),
+                   base64.b64decode(data["nonce"]))
+
+
+def associated_data(source: str, submission_id: str) -> bytes:
+    return f"markr-vault/{FORMAT_ENCRYPTED}/{source}/{submission_id}".encode()
+
+
+def seal(kek: KeyEncryptionKey, source: str, submission_id: str, stored: bytes) -> tuple[bytes, Envelope]:
+    data_key = AESGCM.generate_key(bit_length=256)
+    nonce = os.urandom(12)
+    sealed = AESGCM(data_key).encrypt(nonce, stored, associated_data(source, submission_id))
+    key_id, key_wrap, wrapped = kek.wrap(data_key)
+    return sealed, Envelope(ALGORITHM, key_id, key_wrap, wrapped, nonce)
+
+
+def open_sealed(kek: KeyEncryptionKey, source: str, submission_id: str, envelope: Envelope, sealed: bytes) -> bytes:
+    """The stored (compressed) bytes; VaultCorruptionError if anything was tampered with or moved."""
+    where = f"submission {source}/{submission_id}"
+    if envelope.algorithm != ALGORITHM:
+        raise VaultCorruptionError(f"{where}: unknown algorithm {envelope.algorithm!r}")
+    data_key = kek.unwrap(envelope.key_id, envelope.key_wrap, envelope.wrapped_key)
+    try:
+        return AESGCM(data_key).decrypt(envelope.nonce, sealed, associated_data(source, submission_id))
+    except (InvalidTag, ValueError) as exc:
+        raise VaultCorruptionError(f"{where}: ciphertext fails authentication (tampered or moved)") from exc
+
+
+def rewrap(kek: KeyEncryptionKey, envelope: Envelope) -> Envelope:
+    """The same data key wrapped under the current key version (the sealed bytes do not change)."""
+    data_key = kek.unwrap(envelope.key_id, envelope.key_wrap, envelope.wrapped_key)
+    key_id, key_wrap, wrapped = kek.wrap(data_key)
+    return Envelope(envelope.algorithm, key_id, key_wrap, wrapped, envelope.nonce)
