@@ -55,6 +55,7 @@ class LocalStack:
             os.environ["MARKR_DATABASE_URL"] = postgres.start()
             self.postgres = None if already else postgres
             log.info("PostgreSQL %s at %s", "reused" if already else "started", os.environ["MARKR_DATABASE_URL"])
+        self._vault_key()
         if _is_local_azurite(os.environ.get(VAULT_SETTING, "")):
             os.environ[VAULT_SETTING] = azurite_connection_string(AZURITE_TABLE_PORT)
             if port_open(AZURITE_TABLE_PORT):
@@ -65,6 +66,15 @@ class LocalStack:
                 self.azurite = Azurite(RUN_DIR / "azurite", table_port=AZURITE_TABLE_PORT)
                 self.azurite.start()
                 log.info("Azurite started on port %d (data in %s)", AZURITE_TABLE_PORT, self.azurite.location)
+
+    @staticmethod
+    def _vault_key() -> None:
+        """The local key-encryption key file, generated on first start (unless a Key Vault key is set)."""
+        from shared.vault.kek import LocalKeyFile, from_settings
+
+        kek = from_settings(os.environ.get("MARKR_VAULT_KEY_URL", ""), os.environ.get("MARKR_VAULT_KEY_FILE", ""))
+        if isinstance(kek, LocalKeyFile):
+            log.info("vault key file %s", kek.ensure())
 
     def stop(self) -> None:
         """Stop only what this run started."""

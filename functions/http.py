@@ -18,6 +18,7 @@ from shared.pipeline.outcomes import (
     ImportSettled,
     Problem,
     QueueReport,
+    RetractionDone,
     StatisticsFound,
     StatusFound,
 )
@@ -29,6 +30,7 @@ STATUS_OF_PROBLEM = {
     "empty-body": 400, "invalid-submission-id": 400, "invalid-test-id": 400,
     "submission-not-found": 404, "test-not-found": 404,
     "body-too-large": 413, "unsupported-media-type": 415,
+    "reason-required": 400, "reason-too-long": 400, "invalid-body": 400,
     "storage-unavailable": 503, "queue-unavailable": 503, "database-unavailable": 503, "bus-unavailable": 503,
 }
 RETRY_AFTER_SECONDS = "5"
@@ -109,3 +111,8 @@ def serve(use_case: Callable[[], Any]) -> func.HttpResponse:
     except (PoolTimeout, OperationalError, DatabaseUnavailable) as exc:
         log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         return respond(Problem("database-unavailable", "the database cannot be reached; retry later"))
+
+
+@respond.register
+def _(outcome: RetractionDone) -> func.HttpResponse:
+    return json_response(200, outcome.report)

@@ -267,6 +267,103 @@ def reprocess(all_: bool, since: str | None, source: str | None, wait: bool, tim
                       + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
 
 
+@main.command()
+@click.argument("submission_id")
+@click.option("--reason", required=True, help="Why (kept with the status, and on the tombstone with --erase).")
+@click.option("--erase", is_flag=True, help="Also delete the document from the vault (a tombstone keeps its sha256).")
+@json_option
+def retract(submission_id: str, reason: str, erase: bool, as_json: bool) -> None:
+    """Remove SUBMISSION_ID's results for good (recomputed from the remaining submissions)."""
+    from shared.ops.retract import retract as retract_submission
+    from shared.pipeline.outcomes import Problem
+
+    app = _services()
+    environment.check_database()
+    outcome = retract_submission(submission_id, reason, erase=erase, pool=app.pool, vault=app.vault, store=app.store)
+    if isinstance(outcome, Problem):
+        raise click.ClickException(f"{outcome.code}: {outcome.message}")
+    report = outcome.report
+    if as_json:
+        click.echo(render.as_json(report))
+        return
+    if report["alreadyRetracted"]:
+        console.print(f"{submission_id} was already retracted at {report['retractedAt']} ({report['reason']})")
+    else:
+        console.print(f"{submission_id} retracted: {report['studentsRecomputed']} student result(s) recomputed, "
+                      f"{report['studentsRemoved']} removed, statistics refreshed for "
+                      f"{len(report['testIds'])} test(s): {', '.join(report['testIds']) or '-'}")
+    if report["erased"]:
+        console.print(f"vault entry erased; tombstone sha256 {report['erased'].get('sha256')}")
+
+
+DEFAULT_ENCRYPT_CHECKPOINT = Path(".local/ops/vault-encrypt-checkpoint.jsonl")
+
+
+@main.group("vault")
+def vault_group() -> None:
+    """The vault's encryption: seal plain entries, rewrap data keys after a key rotation."""
+
+
+@vault_group.command("encrypt")
+@click.option("--all", "all_", is_flag=True, required=True, help="Every plain entry (required).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_ENCRYPT_CHECKPOINT,
+              show_default=True, help="Progress file; an interrupted run resumes from it.")
+@click.option("--restart", is_flag=True, help="Ignore the checkpoint and look at every entry again.")
+@json_option
+def vault_encrypt(all_: bool, checkpoint: Path, restart: bool, as_json: bool) -> None:
+    """Seal every plain (FormatVersion 1) vault entry under the current key."""
+    from shared.ops.vault_keys import encrypt_all
+
+    app = _vault_services()
+    with _progress(as_json) as bar:
+        task = bar.add_task("sealing entries", total=None)
+        report = encrypt_all(app.vault, checkpoint=checkpoint, restart=restart,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    summary = {"checkpoint": str(checkpoint), "entries": report.total, "sealed": report.changed,
+               "alreadySealed": report.skipped, "doneEarlier": report.already, "keyId": report.key_id}
+    if as_json:
+        click.echo(render.as_json(summary))
+        return
+    console.print(f"{report.changed} entr(y/ies) sealed, {report.skipped} already sealed, {report.already} done by an "
+                  f"earlier run, of {report.total}; key {report.key_id}")
+
+
+@vault_group.command("rewrap")
+@json_option
+def vault_rewrap(as_json: bool) -> None:
+    """Wrap every entry's data key under the current key version (after a rotation)."""
+    from shared.ops.vault_keys import rewrap_all
+
+    app = _vault_services()
+    with _progress(as_json) as bar:
+        task = bar.add_task("rewrapping data keys", total=None)
+        report = rewrap_all(app.vault, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    summary = {"entries": report.total, "rewrapped": report.changed, "unchanged": report.skipped,
+               "keyId": report.key_id}
+    if as_json:
+        click.echo(render.as_json(summary))
+        return
+    console.print(f"{report.changed} data key(s) rewrapped to {report.key_id}; {report.skipped} unchanged "
+                  f"(already current, or plain) of {report.total}")
+
+
+@vault_group.command("rotate-local-key")
+def vault_rotate_local_key() -> None:
+    """Add a new version to the LOCAL key file and make it current (in Azure, Key Vault rotates the key)."""
+    from shared.vault.kek import LocalKeyFile
+
+    kek = _vault_services().kek
+    if not isinstance(kek, LocalKeyFile):
+        raise click.ClickException("the vault uses a Key Vault key: rotate it in Key Vault (docs/operations.md)")
+    console.print(f"new current key {kek.rotate()} in {kek.path}; run `markr-ops vault rewrap` next")
+
+
+def _vault_services():
+    from shared.bootstrap import services
+
+    return services()
+
+
 def _progress(quiet: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=errors, disable=quiet, transient=False)

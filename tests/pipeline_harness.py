@@ -17,9 +17,13 @@ import psycopg
 from azure.functions.servicebus import ServiceBusMessage
 
 from devhost.discovery import indexed_functions
+from devhost.stack import ROOT
 from shared import bootstrap
 from shared.bus.local import LocalQueueEngine
 from shared.bus.queues import PIPELINE_QUEUES
+
+
+TEST_KEY_FILE = ROOT / ".local" / "test" / "vault-kek.json"  # the suite's vault key (created on first use)
 
 
 @dataclass
@@ -157,7 +161,8 @@ def _match(template: str, path: str) -> dict[str, str] | None:
 def pipeline_env(monkeypatch, database_url: str, vault_storage: str, vault_table: str, **settings) -> Iterator[Pipeline]:
     """App settings pointing at this test's database and vault table, with the adapters rebuilt."""
     values = {"MARKR_DATABASE_URL": database_url, "VaultStorage": vault_storage, "MARKR_VAULT_TABLE": vault_table,
-              "MARKR_BUS": "local", "MARKR_DEFAULT_SOURCE": "default", **settings}
+              "MARKR_BUS": "local", "MARKR_DEFAULT_SOURCE": "default",
+              "MARKR_VAULT_KEY_FILE": str(TEST_KEY_FILE), **settings}
     for key, value in values.items():
         monkeypatch.setenv(key, str(value))
     bootstrap.reset()

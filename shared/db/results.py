@@ -41,6 +41,9 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
             for r in results:
                 copy.write_row((sid, r.result, r.test_id, r.student_number, r.available, r.obtained))
                 count += 1
+    # A retracted submission never contributes again (a replay or message still in flight).
+    conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)"
+                 " AND submission_id IN (SELECT submission_id FROM retractions)", ([sid for sid, _ in documents],))
     return count
 
 

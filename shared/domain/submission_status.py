@@ -20,14 +20,16 @@ class Status(StrEnum):
     REJECTED = "rejected"
     COMPLETED = "completed"
     FAILED = "failed"
+    RETRACTED = "retracted"  # withdrawn by an operator (shared/ops/retract.py); nothing moves it again
 
 
-RANK = {Status.RECEIVED: 0, Status.VALIDATED: 1, Status.FAILED: 2, Status.REJECTED: 3, Status.COMPLETED: 3}
+RANK = {Status.RECEIVED: 0, Status.VALIDATED: 1, Status.FAILED: 2, Status.REJECTED: 3, Status.COMPLETED: 3,
+        Status.RETRACTED: 4}
 # A run never leaves these.
 FINAL = frozenset({Status.REJECTED, Status.COMPLETED})
 # Where a run stops moving by itself: final, or failed until an operator resubmits or replays it.
 # The receiver stops waiting here, and replay/reprocess wait for these.
-SETTLED = FINAL | {Status.FAILED}
+SETTLED = FINAL | {Status.FAILED, Status.RETRACTED}
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class SubmissionStatus:
     error_count: int = 0
     warnings: tuple[dict, ...] = ()
     failure: dict | None = None
+    retracted_at: datetime | None = None
+    retraction_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -66,6 +70,7 @@ class Event:
     error_count: int | None = None
     warnings: tuple[dict, ...] = ()
     failure: dict | None = None
+    reason: str | None = None  # "retracted"
 
 
 def _promote(state: SubmissionStatus, status: Status) -> Status:
@@ -77,6 +82,10 @@ def _promote(state: SubmissionStatus, status: Status) -> Status:
 def apply(state: SubmissionStatus | None, e: Event) -> SubmissionStatus:
     if state is None:
         state = SubmissionStatus(e.submission_id, e.source, e.run_id)
+    if state.status == Status.RETRACTED:
+        return state  # a retraction is for good: no late event and no replay's run brings it back
+    if e.event == "retracted":
+        return replace(state, status=Status.RETRACTED, retracted_at=e.at, retraction_reason=e.reason)
     if e.run_id < state.run_id:
         return state  # a late event of a run that a replay superseded
     if e.run_id > state.run_id:

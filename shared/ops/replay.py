@@ -20,13 +20,14 @@ from ulid import ULID
 
 from shared.bus.port import Bus
 from shared.bus.queues import NOTIFICATION, VALIDATION
+from shared.ops.retract import RETRACTED_FIELD
 from shared.pipeline import messages
 from shared.pipeline.messages import SubmissionRef
 
 log = logging.getLogger(__name__)
 
 BATCH = 100
-FINAL = ("rejected", "completed", "failed")
+FINAL = ("rejected", "completed", "failed", "retracted")
 
 
 class ReplayError(Exception):
@@ -58,6 +59,9 @@ def replay(submission_ids: list[str], *, vault, bus: Bus) -> list[SubmissionRef]
         (records if record else missing).append(record or sid)
     if missing:
         raise ReplayError(f"not in the vault: {', '.join(missing)}")
+    retracted = [r.submission_id for r in records if RETRACTED_FIELD in r.status]
+    if retracted:
+        raise ReplayError(f"retracted, so never processed again: {', '.join(retracted)}")
     return start_runs(records, bus)
 
 
@@ -152,7 +156,8 @@ def reprocess(*, vault, bus: Bus, checkpoint: Path, since: datetime | None = Non
             return ReprocessReport(len(cp.runs), 0, len(cp.runs), dict(cp.runs), was_finished=True)
     else:
         cp = Checkpoint.create(checkpoint, since, source)
-    records = list(vault.list(source=source, since=since))  # a snapshot: later arrivals run anyway
+    # A snapshot (later arrivals run anyway), without retracted submissions: they never come back.
+    records = [r for r in vault.list(source=source, since=since) if RETRACTED_FIELD not in r.status]
     already = sum(1 for r in records if r.submission_id in cp.runs)
     todo = [r for r in records if r.submission_id not in cp.runs]
     done = already

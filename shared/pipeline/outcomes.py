@@ -54,3 +54,10 @@ class HealthReport:
 @dataclass(frozen=True)
 class QueueReport:
     report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RetractionDone:
+    """A submission is retracted (now, or it was before: `report["alreadyRetracted"]`)."""
+
+    report: dict[str, Any]

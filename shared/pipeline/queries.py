@@ -31,6 +31,8 @@ def status_json(state: SubmissionStatus) -> dict:
         "errorCount": state.error_count,
         "warnings": list(state.warnings),
         "failure": state.failure,
+        **({"retractedAt": _iso(state.retracted_at), "retractionReason": state.retraction_reason}
+           if state.retracted_at else {}),
     }
 
 

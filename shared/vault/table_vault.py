@@ -45,7 +45,6 @@ from shared.vault.group_commit import GroupCommit
 from shared.vault.model import (
     FORMAT_ENCRYPTED,
     FORMAT_PLAIN,
-    FORMAT_VERSION,
     HEAD_PROPERTIES,
     VaultCorruptionError,
     VaultError,

@@ -1,0 +1,121 @@
+"""Retracting a submission in PostgreSQL: remove its contribution using lineage, in one transaction.
+
+validated_results keeps every accepted document's rows per submission, and student_results names
+the submissions behind each (test, student). So each affected pair is recomputed from the validated
+rows of its remaining submissions by the marker's rule (highest available and highest obtained,
+independently); a pair with none left is deleted. The affected tests get a new results version and
+their statistics are recomputed (or removed, when no student is left) before the transaction commits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from shared.db import results, submissions
+from shared.domain.submission_status import Event
+
+
+@dataclass(frozen=True)
+class Retraction:
+    submission_id: str
+    source: str
+    reason: str
+    retracted_at: datetime
+    newly: bool  # False: it was retracted before (nothing changed in the results this time)
+    tests: tuple[str, ...] = ()  # tests whose results changed
+    students_removed: int = 0  # (test, student) pairs left with no submission
+    students_recomputed: int = 0  # pairs recomputed from the remaining submissions
+    erased_at: datetime | None = None
+    sha256: str | None = None
+
+
+_RECORD = """
+INSERT INTO retractions (submission_id, source, reason, retracted_at) VALUES (%(sid)s, %(source)s, %(reason)s, %(at)s)
+ON CONFLICT (submission_id) DO NOTHING
+RETURNING retracted_at
+"""
+
+# Rows locked in key order, as the marker's upsert does, so a concurrent marking cannot deadlock us.
+_AFFECTED = """
+SELECT test_id, student_number FROM student_results
+ WHERE submission_ids @> ARRAY[%(sid)s]::text[] ORDER BY test_id, student_number FOR UPDATE
+"""
+
+_RECOMPUTE = """
+WITH affected AS (
+    SELECT test_id, student_number, array_remove(submission_ids, %(sid)s) AS remaining
+      FROM student_results WHERE submission_ids @> ARRAY[%(sid)s]::text[]
+), recomputed AS (
+    SELECT a.test_id, a.student_number, max(v.available) AS available, max(v.obtained) AS obtained,
+           array_agg(DISTINCT v.submission_id ORDER BY v.submission_id) AS submission_ids
+      FROM affected a
+      JOIN validated_results v ON v.test_id = a.test_id AND v.student_number = a.student_number
+                              AND v.submission_id = ANY(a.remaining)
+     WHERE v.submission_id NOT IN (SELECT submission_id FROM retractions)
+     GROUP BY a.test_id, a.student_number
+), updated AS (
+    UPDATE student_results s
+       SET available = r.available, obtained = r.obtained, submission_ids = r.submission_ids, updated_at = now()
+      FROM recomputed r
+     WHERE s.test_id = r.test_id AND s.student_number = r.student_number
+    RETURNING s.test_id
+), removed AS (
+    DELETE FROM student_results s USING affected a
+     WHERE s.test_id = a.test_id AND s.student_number = a.student_number
+       AND NOT EXISTS (SELECT 1 FROM recomputed r WHERE r.test_id = a.test_id AND r.student_number = a.student_number)
+    RETURNING s.test_id
+)
+SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM removed)
+"""
+
+_BUMP = """
+UPDATE tests SET results_version = results_version + 1 WHERE test_id = ANY(%(tests)s)
+RETURNING test_id, results_version
+"""
+
+# A test with no student left has no statistics (its aggregate answers 404, like an unknown test).
+_EMPTY_STATISTICS = """
+DELETE FROM test_statistics ts WHERE ts.test_id = ANY(%(tests)s)
+   AND NOT EXISTS (SELECT 1 FROM student_results s WHERE s.test_id = ts.test_id)
+"""
+
+
+def retract(conn: psycopg.Connection, submission_id: str, source: str, reason: str, at: datetime) -> Retraction:
+    """Retract in the caller's connection, as one transaction; idempotent."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('retract/' || %s))", (submission_id,))
+        params = {"sid": submission_id, "source": source, "reason": reason, "at": at}
+        row = conn.execute(_RECORD, params).fetchone()
+        if row is None:
+            before = conn.execute("SELECT source, reason, retracted_at, erased_at, sha256 FROM retractions"
+                                  " WHERE submission_id = %s", (submission_id,)).fetchone()
+            return Retraction(submission_id, before[0], before[1], before[2], newly=False, erased_at=before[3],
+                              sha256=before[4])
+        tests = sorted({t for t, _ in conn.execute(_AFFECTED, params).fetchall()})
+        recomputed, removed = conn.execute(_RECOMPUTE, params).fetchone()  # type: ignore[misc]
+        # Its rows go too: a marking still in flight then finds nothing to mark.
+        conn.execute("DELETE FROM validated_results WHERE submission_id = %s", (submission_id,))
+        # HOOK: per-student answers of the submission (when they are stored in PostgreSQL) must be
+        # deleted here as well, in this transaction, so nothing of a retracted submission remains.
+        versions = dict(conn.execute(_BUMP, {"tests": tests}).fetchall()) if tests else {}
+        for test_id in tests:
+            results.refresh_statistics(conn, test_id, versions[test_id])
+        if tests:
+            conn.execute(_EMPTY_STATISTICS, {"tests": tests})
+        submissions.record_events(conn, [Event(submission_id, source, submission_id, "retracted", at, reason=reason)])
+        return Retraction(submission_id, source, reason, row[0], newly=True, tests=tuple(tests),
+                          students_removed=removed, students_recomputed=recomputed)
+
+
+def record_erasure(conn: psycopg.Connection, submission_id: str, sha256: str | None, at: datetime) -> datetime:
+    with conn.transaction():
+        row = conn.execute("UPDATE retractions SET erased_at = coalesce(erased_at, %s), sha256 = coalesce(sha256, %s)"
+                           " WHERE submission_id = %s RETURNING erased_at", (at, sha256, submission_id)).fetchone()
+    return row[0] if row else at
+
+
+def retracted_ids(conn: psycopg.Connection, submission_ids: list[str]) -> set[str]:
+    rows = conn.execute("SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (submission_ids,))
+    return {r[0] for r in rows}
