@@ -22,7 +22,6 @@ from shared import bootstrap
 from shared.bus.local import LocalQueueEngine
 from shared.bus.queues import PIPELINE_QUEUES
 
-
 TEST_KEY_FILE = ROOT / ".local" / "test" / "vault-kek.json"  # the suite's vault key (created on first use)
 
 

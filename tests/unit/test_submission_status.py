@@ -95,3 +95,18 @@ def test_a_late_failure_changes_nothing_of_a_settled_run(settled):
 def test_the_batched_aggregator_reports_all_of_a_submissions_tests_at_once():
     state = run_events([*HAPPY[:3], ev("aggregated", minutes=3, test_ids=("a", "b"))])
     assert state.status == "completed" and state.aggregated_test_ids == ("a", "b")
+
+
+def test_a_retraction_is_final_across_late_events_and_replays():
+    state = run_events([*HAPPY, ev("retracted", minutes=5, reason="wrong batch")])
+    assert (state.status, state.retraction_reason, state.retracted_at) == ("retracted", "wrong batch",
+                                                                           T0 + timedelta(minutes=5))
+    for later in (ev("failed", minutes=6, failure={"stage": "x"}), ev("received", run=REPLAY, minutes=7),
+                  ev("validated", run=REPLAY, minutes=8, result_count=1, test_ids=("a",)),
+                  ev("retracted", minutes=9, reason="another")):
+        assert apply(state, later) == state
+
+
+def test_a_submission_can_be_retracted_before_it_was_processed():
+    state = apply(None, ev("retracted", reason="data-protection request"))
+    assert state.status == "retracted" and state.received_at is None

@@ -1,0 +1,96 @@
+"""What vault encryption adds to the 50,000-result document's time to 201.
+
+    .venv/bin/python -m bench.vault_encryption_cost [--results 50000] [--repeat 3]
+
+Encryption touches two steps of an import: the receiver's vault put (seal: AES-256-GCM over the
+compressed body, one key wrap) and the validator's read (unwrap, then open). Both are timed here on
+the same Azurite table with and without a key (TableVault without a kek writes the plain format), and
+the difference is set against the whole time to 201 of the same document on the local host (with
+encryption), measured end to end. Prints numbers; asserts nothing. Starts its own stack under .local/bench/.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ulid import ULID  # noqa: E402
+
+from bench.harness import BenchStack  # noqa: E402
+from shared.vault.kek import LocalKeyFile  # noqa: E402
+from shared.vault.table_vault import TableVault  # noqa: E402
+from tests.documents import make_large_document  # noqa: E402
+
+
+def median(action: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def put_and_read(vault: TableVault, body: bytes) -> tuple[Callable[[], object], Callable[[], object]]:
+    last: list = []
+
+    def put() -> None:
+        last[:] = [vault.put(source="bench", submission_id=str(ULID()), content_type="text/xml+markr", body=body,
+                             received_at=datetime.now(UTC))]
+
+    def read() -> None:
+        with vault.open_body(vault.get("bench", last[0].submission_id)) as stream:
+            while stream.read(1 << 20):
+                pass
+
+    return put, read
+
+
+def time_to_201(base_url: str, body: bytes) -> float:
+    req = urllib.request.Request(base_url + "/import", data=body, method="POST",
+                                 headers={"Content-Type": "text/xml+markr"})
+    started = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=900) as resp:
+        assert resp.status == 201, resp.status
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--results", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    body = b"".join(make_large_document(args.results, seed=1))
+    print(f"{args.results}-result document: {len(body) / 1e6:.1f} MB", flush=True)
+    with BenchStack("encryption", env={"MARKR_IMPORT_WAIT_SECONDS": "900"}, start_host=False) as stack:
+        key_file = stack.work / "kek.json"
+        stack.env["MARKR_VAULT_KEY_FILE"] = str(key_file)
+        storage = stack.env["VaultStorage"]
+        plain = TableVault.from_connection_string(storage, "benchplain")
+        sealed = TableVault.from_connection_string(storage, "benchsealed", kek=LocalKeyFile(key_file))
+        rows = {}
+        for name, vault in (("plain", plain), ("sealed", sealed)):
+            put, read = put_and_read(vault, body)
+            put()  # warm up (table creation, connections)
+            rows[name] = (median(put, args.repeat), median(read, args.repeat))
+            print(f"{name:>6}: vault put {rows[name][0]:.3f} s, read+verify {rows[name][1]:.3f} s "
+                  f"(median of {args.repeat})", flush=True)
+        added = (rows["sealed"][0] - rows["plain"][0]) + (rows["sealed"][1] - rows["plain"][1])
+        stack.start_host()
+        time_to_201(stack.host.base_url, body)  # warm up the host
+        total = median(lambda: time_to_201(stack.host.base_url, body), args.repeat)
+        print(f"time to 201 (encrypted vault): {total:.2f} s (median of {args.repeat})")
+        print(f"encryption adds {added:.3f} s = {100 * added / max(total - added, 1e-9):.1f}% of the time to 201 "
+              f"without it (aim: <= 10%)")
+
+
+if __name__ == "__main__":
+    main()
