@@ -24,6 +24,7 @@ def test_http_functions_routes_and_methods():
         "submission_status": ("submissions/{submissionId}", ["GET"], "anonymous"),
         "health": ("health", ["GET"], "anonymous"),
         "ops_queues": ("ops/queues", ["GET"], "admin"),
+        "ops_retract": ("ops/submissions/{submissionId}/retract", ["POST"], "admin"),
     }
 
 
