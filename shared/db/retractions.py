@@ -86,6 +86,10 @@ def retract(conn: psycopg.Connection, submission_id: str, source: str, reason: s
     """Retract in the caller's connection, as one transaction; idempotent."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('retract/' || %s))", (submission_id,))
+        # Waits for markings that already wrote results to commit, and holds new ones off until we
+        # commit, so a marking of this submission cannot slip its rows in behind the recomputation
+        # (one that starts later finds its validated rows gone). Retractions are rare and short.
+        conn.execute("LOCK TABLE student_results IN SHARE ROW EXCLUSIVE MODE")
         params = {"sid": submission_id, "source": source, "reason": reason, "at": at}
         row = conn.execute(_RECORD, params).fetchone()
         if row is None:

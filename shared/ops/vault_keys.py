@@ -52,40 +52,43 @@ def _append(path: Path, done: list[tuple[str, str]]) -> None:
 
 
 def encrypt_all(vault, *, checkpoint: Path, restart: bool = False, batch: int = BATCH,
-                progress: Callable[[int, int], None] | None = None) -> KeyReport:
+                progress: Callable[[int, int | None], None] | None = None) -> KeyReport:
     """Seal every plain vault entry under the current key (FormatVersion 1 -> 2)."""
     done = _load(checkpoint, restart)
-    records = list(vault.list())
-    todo = [r for r in records if f"{r.source}/{r.submission_id}" not in done]
-    changed = skipped = 0
-    finished = len(records) - len(todo)
+    changed = skipped = already = total = 0
     pending: list[tuple[str, str]] = []
-    for record in todo:
+    # Streamed, not listed up front: heads carry inline bodies, and the vault may hold millions.
+    for record in vault.list():
+        total += 1
+        if f"{record.source}/{record.submission_id}" in done:
+            already += 1
+            continue
         if vault.seal_entry(record):
             changed += 1
         else:
             skipped += 1
         pending.append((record.source, record.submission_id))
-        finished += 1
         if len(pending) >= batch:
             _append(checkpoint, pending)
             pending = []
         if progress:
-            progress(finished, len(records))
+            progress(total, None)
     if pending:
         _append(checkpoint, pending)
     if progress:
-        progress(finished, len(records))
-    return KeyReport(len(records), changed, skipped, len(records) - len(todo), vault.kek.current_key_id())
+        progress(total, total)
+    return KeyReport(total, changed, skipped, already, vault.kek.current_key_id())
 
 
-def rewrap_all(vault, *, progress: Callable[[int, int], None] | None = None) -> KeyReport:
+def rewrap_all(vault, *, progress: Callable[[int, int | None], None] | None = None) -> KeyReport:
     """Wrap every sealed entry's data key under the current key version (bodies are not re-encrypted)."""
-    records = list(vault.list())
-    changed = 0
-    for n, record in enumerate(records, 1):
+    changed = total = 0
+    for record in vault.list():
+        total += 1
         if vault.rewrap_entry(record):
             changed += 1
         if progress:
-            progress(n, len(records))
-    return KeyReport(len(records), changed, len(records) - changed, key_id=vault.kek.current_key_id())
+            progress(total, None)
+    if progress:
+        progress(total, total)
+    return KeyReport(total, changed, total - changed, key_id=vault.kek.current_key_id())

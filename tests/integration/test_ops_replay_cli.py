@@ -46,7 +46,7 @@ class Ops:
 def ops(database_url: str, vault_storage: str, vault_table: str, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> Iterator[Ops]:
     for key, value in {"MARKR_DATABASE_URL": database_url, "MARKR_BUS": "local", "VaultStorage": vault_storage,
-                       "MARKR_VAULT_TABLE": vault_table}.items():
+                       "MARKR_VAULT_TABLE": vault_table, "MARKR_VAULT_KEY_FILE": str(tmp_path / "kek.json")}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # the default checkpoint goes under the current directory
     settings = tmp_path / "settings.json"
