@@ -27,6 +27,7 @@ class FakeVault:
         self.inline_limit = inline_limit
         self.fail_puts = False
         self.reads = 0
+        self.tombstones: dict[tuple[str, str], dict] = {}
 
     def put(self, *, source, submission_id, content_type, body, received_at) -> VaultRecord:
         if self.fail_puts:
@@ -59,6 +60,20 @@ class FakeVault:
     def record_status(self, source, submission_id, fields: Mapping[str, object]) -> None:
         record = self.records[(source, submission_id)]
         record.status.update(fields)
+
+    def erase(self, source, submission_id, *, reason, at):
+        record = self.records.pop((source, submission_id), None)
+        self.stored.pop((source, submission_id), None)
+        if record is not None:
+            self.tombstones[(source, submission_id)] = {"sha256": record.sha256, "erasedAt": at.isoformat(),
+                                                        "reason": reason}
+        return self.tombstones.get((source, submission_id))
+
+    def seal_entry(self, record) -> bool:
+        return False  # the fake stores plain entries only
+
+    def rewrap_entry(self, record) -> bool:
+        return False
 
     def ping(self) -> None:
         if self.fail_puts:

@@ -33,4 +33,13 @@ class Vault(Protocol):
     def record_status(self, source: str, submission_id: str, fields: Mapping[str, object]) -> None:
         """Merge fields onto the head (e.g. enqueueError); None removes a field."""
 
+    def erase(self, source: str, submission_id: str, *, reason: str, at: datetime) -> dict[str, object] | None:
+        """Delete the body for good, leaving a tombstone (sha256, time, reason); idempotent."""
+
+    def seal_entry(self, record: VaultRecord) -> bool:
+        """Encrypt a plain entry in place (False if it was sealed already)."""
+
+    def rewrap_entry(self, record: VaultRecord) -> bool:
+        """Wrap the entry's data key under the current key version (False if it already is)."""
+
     def ping(self) -> None: ...

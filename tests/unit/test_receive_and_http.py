@@ -158,3 +158,28 @@ def test_the_pending_answer_reports_time_zone_aware_ids():
     post(vault=vault)
     (record,) = vault.records.values()
     assert record.received_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("sid, reason, code, status", [
+    ("not-a-ulid", "wrong batch", "invalid-submission-id", 400),
+    ("01JD3Y8X6J6ZQ8K8N7W4ZK3V2S", "   ", "reason-required", 400),
+    ("01JD3Y8X6J6ZQ8K8N7W4ZK3V2S", None, "reason-required", 400),
+    ("01JD3Y8X6J6ZQ8K8N7W4ZK3V2S", "x" * 2001, "reason-too-long", 400),
+])
+def test_retract_refuses_bad_input_before_touching_anything(sid, reason, code, status):
+    from shared.ops.retract import retract
+
+    class NoPool:
+        def connection(self):
+            raise AssertionError("the database must not be used for bad input")
+
+    outcome = retract(sid, reason, erase=False, pool=NoPool(), vault=FakeVault(), store=FakeStore())
+    assert outcome.code == code
+    assert answer(outcome)[0] == status
+
+
+def test_a_retraction_report_is_answered_as_it_is():
+    from shared.pipeline.outcomes import RetractionDone
+
+    status, body, _ = answer(RetractionDone({"submissionId": "01JD3Y8X6J6ZQ8K8N7W4ZK3V2S", "status": "retracted"}))
+    assert status == 200 and body["status"] == "retracted"

@@ -73,3 +73,72 @@ def test_settings_pick_key_vault_or_the_key_file(monkeypatch, tmp_path):
     monkeypatch.setenv("WEBSITE_SITE_NAME", "func-markr")
     with pytest.raises(VaultError, match="MARKR_VAULT_KEY_URL"):
         from_settings("", "")
+
+
+class FakeCryptographyClient:
+    """Stands in for azure.keyvault.keys.crypto.CryptographyClient: a key per version, XOR "wrap"."""
+
+    made: list[str] = []
+
+    def __init__(self, key_id, credential):
+        self.key_id = key_id
+        FakeCryptographyClient.made.append(key_id)
+
+    def wrap_key(self, algorithm, key):
+        from azure.keyvault.keys.crypto import KeyWrapAlgorithm
+
+        assert algorithm == KeyWrapAlgorithm.rsa_oaep_256
+        return type("R", (), {"key_id": self.key_id, "encrypted_key": bytes(b ^ 0x5A for b in key)})
+
+    def unwrap_key(self, algorithm, encrypted_key):
+        from azure.core.exceptions import HttpResponseError
+
+        if encrypted_key == b"bad":
+            error = HttpResponseError(message="BadParameter")
+            error.status_code = 400
+            raise error
+        return type("R", (), {"key": bytes(b ^ 0x5A for b in encrypted_key)})
+
+
+class FakeKeyClient:
+    current = "1"
+
+    def __init__(self, vault_url, credential):
+        self.vault_url = vault_url
+
+    def get_key(self, name):
+        return type("K", (), {"id": f"{self.vault_url}/keys/{name}/v{FakeKeyClient.current}"})
+
+
+def test_key_vault_adapter_wraps_under_the_current_version_and_caches_one_client_per_version(monkeypatch):
+    import azure.keyvault.keys
+    import azure.keyvault.keys.crypto
+
+    from shared.vault.kek import AzureKeyVaultKey
+
+    monkeypatch.setattr(azure.keyvault.keys.crypto, "CryptographyClient", FakeCryptographyClient)
+    monkeypatch.setattr(azure.keyvault.keys, "KeyClient", FakeKeyClient)
+    FakeCryptographyClient.made, FakeKeyClient.current = [], "1"
+    kek = AzureKeyVaultKey("https://kv.vault.azure.net/keys/vault-kek/", credential=object())
+    sealed, envelope = crypto.seal(kek, "src", "01ID", b"body")
+    assert (envelope.key_id, envelope.key_wrap) == ("https://kv.vault.azure.net/keys/vault-kek/v1", "RSA-OAEP-256")
+    assert crypto.open_sealed(kek, "src", "01ID", envelope, sealed) == b"body"
+    crypto.seal(kek, "src", "01ID", b"more")
+    assert FakeCryptographyClient.made == ["https://kv.vault.azure.net/keys/vault-kek/v1"]  # cached
+    FakeKeyClient.current = "2"
+    kek._current = None  # as if the 5-minute cache ran out after a rotation
+    moved = crypto.rewrap(kek, envelope)
+    assert moved.key_id.endswith("/v2") and crypto.open_sealed(kek, "src", "01ID", moved, sealed) == b"body"
+    with pytest.raises(VaultCorruptionError):
+        kek.unwrap(envelope.key_id, "RSA-OAEP-256", b"bad")
+    with pytest.raises(VaultError, match="not a version of"):
+        kek.unwrap("https://other.vault.azure.net/keys/x/v1", "RSA-OAEP-256", b"k")
+
+
+def test_the_local_stack_creates_the_key_file_on_start(monkeypatch, tmp_path):
+    from devhost.localstack import LocalStack
+
+    monkeypatch.delenv("MARKR_VAULT_KEY_URL", raising=False)
+    monkeypatch.setenv("MARKR_VAULT_KEY_FILE", str(tmp_path / "run" / "vault-kek.json"))
+    LocalStack._vault_key()
+    assert json.loads((tmp_path / "run" / "vault-kek.json").read_text())["current"] == "1"
