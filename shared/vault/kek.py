@@ -43,16 +43,27 @@ class LocalKeyFile:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     def _load(self) -> dict[str, Any]:
-        if not self.path.exists():
+        """The keys, re-read only when the file changed (a rotation by another process is seen)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
             self._create()
+            st = self.path.stat()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._cache
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
         try:
             doc = json.loads(self.path.read_text())
-            return {"current": str(doc["current"]),
+            keys = {"current": str(doc["current"]),
                     "keys": {v: base64.b64decode(k) for v, k in doc["keys"].items()}}
         except (OSError, ValueError, KeyError) as exc:
             raise VaultError(f"vault key file {self.path} is unreadable: {exc}") from exc
+        self._cache = (stamp, keys)
+        return keys
 
     def _create(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
