@@ -200,7 +200,9 @@ class TableVault:
             stored, envelope = crypto.seal(self.kek, source, submission_id, stored)
         inline = len(stored) <= INLINE_BYTES
         if not inline:
-            # Chunks are upserted, so check first that this id does not hold another body.
+            # Chunks are upserted, so check first that this id does not hold another body. (A sealed
+            # body's chunks differ per attempt, fresh data key each time, so two puts of one id must
+            # not run at once; the receiver gives every request a new id, and a retry finds the head.)
             existing = self.get(source, submission_id)
             if existing is not None:
                 return self._same_body(existing, body, digest)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from ulid import ULID
 
+from shared.vault.kek import LocalKeyFile
 from shared.vault.table_vault import TableVault
 
 FIRST_NAMES = ["KJ", "Jim", "Alysander", "Mei", "Tomasz", "Aroha", "Priya", "Sam", "Noor", "Lena"]
@@ -48,16 +49,20 @@ def results_document(count: int, *, seed: int = 0, questions: int = 20) -> bytes
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_fifty_thousand_result_document_round_trips(vault_storage: str, vault_table: str) -> None:
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sealed"])
+def test_fifty_thousand_result_document_round_trips(vault_storage: str, vault_table: str, sealed: bool,
+                                                    tmp_path) -> None:
     document = results_document(50_000)
     assert len(document) > 80_000_000 and document.count(b"<answer ") == 1_000_000
-    vault = TableVault.from_connection_string(vault_storage, vault_table)
+    kek = LocalKeyFile(tmp_path / "kek.json") if sealed else None
+    vault = TableVault.from_connection_string(vault_storage, vault_table, kek=kek)
     sid = str(ULID())
     record = vault.put(source="bulk", submission_id=sid, content_type="text/xml+markr", body=document,
                        received_at=datetime.now(UTC))
 
     stored = vault.get("bulk", sid)
     assert stored == record
+    assert (stored.envelope is not None) == sealed
     assert stored.compression == "gzip" and stored.compressed_size < len(document) // 10
     assert stored.sha256 == hashlib.sha256(document).hexdigest()
     body = vault.read_body(stored)
