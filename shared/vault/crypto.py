@@ -7,6 +7,7 @@ another entity fails authentication. Compression runs before encryption (ciphert
 """
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass
 
@@ -29,16 +30,12 @@ class Envelope:
     nonce: bytes
 
     def as_json(self) -> dict[str, str]:
-        import base64
-
         return {"algorithm": self.algorithm, "keyId": self.key_id, "keyWrap": self.key_wrap,
                 "wrappedKey": base64.b64encode(self.wrapped_key).decode(),
                 "nonce": base64.b64encode(self.nonce).decode()}
 
     @classmethod
     def from_json(cls, data: dict[str, str]) -> Envelope:
-        import base64
-
         return cls(data["algorithm"], data["keyId"], data["keyWrap"], base64.b64decode(data["wrappedKey"]),
                    base64.b64decode(data["nonce"]))
 
