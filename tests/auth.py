@@ -9,8 +9,12 @@ issuer. A test asks for the role its request needs:
 from __future__ import annotations
 
 import os
+import time
 from functools import cache
 from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devhost.devissuer import DevIssuer, local_auth_env
 from devhost.stack import ROOT
@@ -55,3 +59,38 @@ def with_auth(method: str, path: str, headers: dict[str, str] | None = None) -> 
     if not any(k.lower() in ("authorization", "x-markr-api-key") for k in headers):
         headers.update(bearer(role_for(method, path)))
     return headers
+
+
+# ---- a stand-in for Entra ID (tests of the Azure configuration, key rollover)
+
+ISSUER, AUDIENCE, TENANT = "https://login.microsoftonline.com/t-1/v2.0", "api://markr", "t-1"
+
+
+class RsaIssuer:
+    """A stand-in for Entra ID: RSA keys published as a JWKS (some, to test rollovers), tokens signed with them."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.published: set[str] = set()
+        self.fetches = 0
+
+    def new_key(self, kid: str, publish: bool = True) -> str:
+        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if publish:
+            self.published.add(kid)
+        return kid
+
+    def jwks(self, _url: str = "") -> dict:
+        self.fetches += 1
+        keys = []
+        for kid in sorted(self.published):
+            jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.keys[kid].public_key(), as_dict=True)
+            keys.append({**jwk, "kid": kid, "use": "sig"})
+        return {"keys": keys}
+
+    def token(self, kid: str = "k1", *, alg: str = "RS256", key=None, **overrides) -> str:
+        now = int(time.time())
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "tid": TENANT, "iat": now, "nbf": now, "exp": now + 600,
+                  "sub": "s-1", "oid": "o-1", "azp": "app-1", "roles": ["Results.Read"], **overrides}
+        claims = {k: v for k, v in claims.items() if v is not None}
+        return jwt.encode(claims, key or self.keys[kid], algorithm=alg, headers={"kid": kid})
