@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -68,8 +69,8 @@ def test_a_good_token_gives_its_claims_and_the_keys_are_fetched_once(issuer):
 
 
 @pytest.mark.parametrize(("overrides", "why"), [
-    ({"exp": int(time.time()) - 120}, "expired"),
-    ({"nbf": int(time.time()) + 300}, "not valid yet"),
+    ({"exp": -120}, "expired"),  # seconds from now (computed when the test runs)
+    ({"nbf": 300}, "not valid yet"),
     ({"aud": "api://someone-else"}, "audience"),
     ({"iss": "https://login.microsoftonline.com/other/v2.0"}, "another issuer"),
     ({"iss": DEV_ISSUER}, "another issuer"),
@@ -77,6 +78,7 @@ def test_a_good_token_gives_its_claims_and_the_keys_are_fetched_once(issuer):
     ({"exp": None}, "no exp claim"),
 ])
 def test_claims_are_checked(issuer, overrides, why):
+    overrides = {k: int(time.time()) + v if k in ("exp", "nbf") and v is not None else v for k, v in overrides.items()}
     assert why in refused(validator(issuer).validate, issuer.token(**overrides))
 
 
@@ -346,7 +348,7 @@ def test_an_anonymous_route_gets_anonymous_callers_but_still_refuses_bad_credent
     assert call(route)[0].status_code == 401
 
 
-def test_a_refused_import_vaults_nothing(install):
+def test_a_refused_import_vaults_nothing(install):  # the fixture uninstalls the services afterwards
     from functions.receiver import receiver
     from tests.fakes import FakeBus, FakeStore, FakeVault
 
@@ -360,3 +362,46 @@ def test_a_refused_import_vaults_nothing(install):
                                              headers={"Content-Type": "text/xml+markr"}))
         assert response.status_code in (401, 403)
     assert vault.records == {} and bus.sent == []
+
+
+# ---- the development issuer (devhost/devissuer.py)
+
+def test_development_tokens_pass_the_same_checks_through_the_key_file(tmp_path, monkeypatch):
+    from devhost.devissuer import DevIssuer, local_auth_env
+
+    for name, value in local_auth_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    from shared.config import settings as read_settings
+
+    read_settings.cache_clear()
+    try:
+        authenticator = build_authenticator(read_settings(), FakeVendors())
+    finally:
+        read_settings.cache_clear()
+    dev = DevIssuer.ensure(tmp_path)
+    assert DevIssuer.ensure(tmp_path).kid == dev.kid  # the key is made once
+    principal = authenticator.authenticate({"Authorization": f"Bearer {dev.mint(['Results.Submit'], vendor='acme')}"})
+    assert (principal.vendor, principal.roles) == ("acme", {"Results.Submit"})
+    other = DevIssuer.ensure(tmp_path / "other")
+    with pytest.raises(AuthenticationFailed, match="not one of the issuer's keys"):
+        authenticator.authenticate({"Authorization": f"Bearer {other.mint(['Results.Read'])}"})
+
+
+def test_the_local_host_fills_in_the_development_issuer_only_without_a_tenant(tmp_path, monkeypatch):
+    from devhost import devissuer
+
+    monkeypatch.setenv(devissuer.DIR_SETTING, str(tmp_path))
+    for name in ("MARKR_AUTH_ISSUER", "MARKR_AUTH_AUDIENCE", "MARKR_AUTH_JWKS_URL"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("MARKR_AUTH_TENANT_ID", TENANT)
+    assert devissuer.prepare(7071) is None
+    assert os.environ["MARKR_AUTH_ISSUER"] == "" and os.environ["MARKR_AUTH_JWKS_URL"] == ""
+    assert devissuer.well_known("/.well-known/jwks.json") is None
+    monkeypatch.setenv("MARKR_AUTH_TENANT_ID", "")
+    issuer = devissuer.prepare(7071)
+    assert os.environ["MARKR_AUTH_ISSUER"] == DEV_ISSUER
+    assert os.environ["MARKR_AUTH_AUDIENCE"] == devissuer.DEV_AUDIENCE
+    assert os.environ["MARKR_AUTH_JWKS_URL"] == "http://127.0.0.1:7071/.well-known/jwks.json"
+    assert json.loads(devissuer.well_known("/.well-known/jwks.json")) == issuer.jwks()
+    assert any(line.startswith("Dashboard (Results.Read for 12 h): http://127.0.0.1:7071/#token=ey")
+               for line in devissuer.banner("http://127.0.0.1:7071/api"))
