@@ -151,7 +151,8 @@ def banner(base_url: str) -> list[str]:
     return ["", "Every route needs a token (development issuer; keys in " + str(issuer_dir()) + "):",
             "    TOKEN=$(.venv/bin/markr-ops token --role Results.Submit --vendor acme)   "
             "# or Results.Read, Ops.Admin",
-            f"    curl -H \"Authorization: Bearer $TOKEN\" {base_url}/health",
+            f"    curl -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: text/xml+markr' "
+            f"--data-binary @tests/data/sample_results.xml {base_url}/import",
             "    vendors' API keys: .venv/bin/markr-ops vendors add NAME  (header X-Markr-Api-Key)",
             "", f"Dashboard (Results.Read for 12 h): {root}/#token={read}"]
 

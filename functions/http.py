@@ -59,7 +59,9 @@ def _(outcome: Problem) -> func.HttpResponse:
 
 
 def _quoted(text: str) -> str:
-    return text.replace("\\", "").replace('"', "'")
+    """Safe inside a quoted header parameter: printable ASCII only (a description may echo a token's
+    header, which the caller wrote)."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
 
 
 @respond.register

@@ -145,7 +145,7 @@ def test_bad_tokens_are_401_invalid_token_saying_why(host, case):
     assert status == 401, body
     assert headers["WWW-Authenticate"].startswith('Bearer realm="markr", error="invalid_token", error_description="')
     assert why in body["error"]["message"] and body["error"]["code"] == "invalid-token"
-    assert token.split(".")[-1] not in host.log() or not token.split(".")[-1]  # the secret part is never logged
+    assert token not in host.log()  # the reason is logged, never the token
 
 
 def test_the_wrong_role_is_403_naming_the_role_and_nothing_is_vaulted(host):

@@ -311,6 +311,14 @@ def test_bad_credentials_are_401_invalid_token_with_the_reason(install):
     assert body(response)["error"] == {"code": "invalid-token", "message": "the token has expired"}
 
 
+def test_a_description_echoing_the_callers_header_cannot_break_the_challenge(install, issuer):
+    evil = _b64(json.dumps({"alg": 'x"\r\nSet-Cookie: a=\u2603', "kid": "k1"}).encode()) + ".e30.sig"
+    install(AuthenticationFailed(refused(validator(issuer).validate, evil)))
+    challenge = call(None)[0].headers["WWW-Authenticate"]
+    assert challenge.isascii() and "\r" not in challenge and "\n" not in challenge
+    assert challenge.count('"') == 6  # realm, error, error_description: nothing else quoted
+
+
 def test_a_caller_without_the_role_is_403_naming_it(install):
     install(Principal("s", frozenset({"Results.Submit"}), vendor="acme"))
     response, calls = call(None)
