@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 import azure.functions as func
 
-from functions.http import respond
+from functions.http import database_errors, respond
 from shared.auth import (
     ANONYMOUS,
     AuthenticationFailed,
@@ -35,13 +35,11 @@ Handler = Callable[[func.HttpRequest, Principal], func.HttpResponse]
 def authorize(headers: Mapping[str, str], roles: tuple[Role, ...], anonymous: bool = False,
               what: str = "") -> Principal | Unauthorized | Forbidden | Problem:
     """The caller, or why it is refused. Failed attempts are logged with the reason, never the secret."""
-    from functions.http import database_errors
-
     try:
         principal = services().authenticator.authenticate(headers)
     except AuthenticationFailed as exc:
-        log.warning("authentication failed on %s: %s%s (from %s)", what, exc.description,
-                    f" [{exc.detail}]" if exc.detail else "", headers.get("X-Forwarded-For", "direct"))
+        log.warning("authentication failed on %s: %s%s (from %r)", what, exc.description,
+                    f" [{exc.detail}]" if exc.detail else "", headers.get("X-Forwarded-For", "direct")[:100])
         return Unauthorized(exc.description)
     except AuthUnavailable as exc:
         log.warning("authentication unavailable on %s: %s", what, exc)

@@ -37,14 +37,14 @@ class TokenValidator:
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ACCEPTED_ALGORITHMS:
             raise AuthenticationFailed(f"the token's algorithm {str(alg)[:20]!r} is not accepted",
-                                       f"alg={str(alg)[:20]}")
+                                       f"alg={str(alg)[:20]!r}")
         if not isinstance(kid, str) or not kid:
             raise AuthenticationFailed("the token names no signing key (kid)")
         key = self.keys.get(kid)
         if key is None:
-            raise AuthenticationFailed("the token's signing key is not one of the issuer's keys", f"kid={kid[:64]}")
+            raise AuthenticationFailed("the token's signing key is not one of the issuer's keys", f"kid={kid[:64]!r}")
         if alg not in key.algorithms:
-            raise AuthenticationFailed(f"the token's algorithm {alg} does not fit its signing key", f"kid={kid[:64]}")
+            raise AuthenticationFailed(f"the token's algorithm {alg} does not fit its signing key", f"kid={kid[:64]!r}")
         try:
             claims = jwt.decode(token, key.key, algorithms=[alg], audience=self.audiences, issuer=self.issuer,
                                 leeway=self.leeway, options={"require": ["exp", "iss", "aud"]})
@@ -55,9 +55,9 @@ class TokenValidator:
         except jwt.InvalidAudienceError:
             raise AuthenticationFailed("the token is not meant for this API (audience)") from None
         except jwt.InvalidIssuerError:
-            raise AuthenticationFailed("the token comes from another issuer", f"kid={kid[:64]}") from None
+            raise AuthenticationFailed("the token comes from another issuer", f"kid={kid[:64]!r}") from None
         except jwt.InvalidSignatureError:
-            raise AuthenticationFailed("the token's signature is not valid", f"kid={kid[:64]}") from None
+            raise AuthenticationFailed("the token's signature is not valid", f"kid={kid[:64]!r}") from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthenticationFailed(f"the token has no {exc.claim} claim") from None
         except jwt.InvalidTokenError as exc:
