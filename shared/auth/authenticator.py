@@ -94,12 +94,13 @@ def build_authenticator(settings: Any, directory: VendorDirectory) -> EdgeAuthen
     """From the MARKR_AUTH_* settings (shared/config.py)."""
     tenant, issuer, jwks_url = settings.auth_tenant_id, settings.auth_issuer, settings.auth_jwks_url
     if tenant:
+        if issuer == DEV_ISSUER:  # e.g. a local settings file from the template, with a tenant added
+            log.warning("MARKR_AUTH_TENANT_ID is set: the development issuer is ignored; Entra ID's is used")
+            issuer = ""
         issuer = issuer or entra_issuer(tenant)
         jwks_url = jwks_url or entra_jwks_url(tenant)
     tokens: TokenValidator | NotConfigured
-    if tenant and issuer == DEV_ISSUER:
-        tokens = NotConfigured("MARKR_AUTH_TENANT_ID is set: the development issuer is never accepted with it")
-    elif not issuer or not jwks_url or not settings.auth_audiences:
+    if not issuer or not jwks_url or not settings.auth_audiences:
         tokens = NotConfigured("set MARKR_AUTH_TENANT_ID (Entra ID) or MARKR_AUTH_ISSUER, MARKR_AUTH_JWKS_URL "
                                "and MARKR_AUTH_AUDIENCE")
     else:

@@ -244,17 +244,22 @@ def settings(**auth) -> Settings:
                     max_body_bytes=1, import_wait_seconds=0, **auth)
 
 
-def test_without_an_issuer_or_with_the_dev_issuer_under_a_tenant_every_token_is_refused():
+def test_without_an_issuer_every_token_is_refused_and_a_tenant_means_entra_id_only(tmp_path):
+    from devhost.devissuer import DevIssuer
+
     nothing = build_authenticator(settings(), FakeVendors())
     assert isinstance(nothing.tokens, NotConfigured)
-    dev_in_azure = build_authenticator(settings(auth_tenant_id=TENANT, auth_issuer=DEV_ISSUER,
-                                                auth_audiences=("api://markr",)), FakeVendors())
-    assert isinstance(dev_in_azure.tokens, NotConfigured)
     with pytest.raises(AuthenticationFailed, match="not configured"):
-        dev_in_azure.authenticate({"Authorization": "Bearer a.b.c"})
-    entra = build_authenticator(settings(auth_tenant_id=TENANT, auth_audiences=("api://markr",)), FakeVendors())
-    assert entra.tokens.issuer == ISSUER.replace("t-1", TENANT)
-    assert entra.tokens.keys.url == f"https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys"
+        nothing.authenticate({"Authorization": "Bearer a.b.c"})
+    for issuer_setting in ("", DEV_ISSUER):  # the development issuer is ignored once a tenant is set
+        entra = build_authenticator(settings(auth_tenant_id=TENANT, auth_issuer=issuer_setting,
+                                             auth_audiences=("api://markr",)), FakeVendors())
+        assert entra.tokens.issuer == f"https://login.microsoftonline.com/{TENANT}/v2.0"
+        assert entra.tokens.keys.url == f"https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys"
+    dev = DevIssuer.ensure(tmp_path)
+    entra.tokens.keys = JwksCache(dev.jwks_file_url)  # even with the development key in its JWKS
+    with pytest.raises(AuthenticationFailed, match="another issuer"):
+        entra.authenticate({"Authorization": f"Bearer {dev.mint(['Results.Read'], audience='api://markr')}"})
 
 
 # ---- the route decorator
