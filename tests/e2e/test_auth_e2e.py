@@ -120,7 +120,7 @@ def _forged(alg: str, key: bytes | None) -> str:
 
 def _bad_tokens() -> dict[str, tuple[str, str]]:
     now = time.time()
-    stranger = DevIssuer.ensure(auth.ISSUER_DIR.parent / f"auth-stranger-{uuid.uuid4().hex[:6]}")
+    stranger = DevIssuer.ensure(auth.ISSUER_DIR / f"stranger-{uuid.uuid4().hex[:6]}")  # removed with it
     public_pem = auth.issuer().private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return {
