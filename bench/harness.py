@@ -32,6 +32,8 @@ if str(ROOT) not in sys.path:
 from devhost.stack import Azurite, Postgres  # noqa: E402
 from devhost.testing import HostProcess, start_host_process  # noqa: E402
 
+BENCH_VENDOR = "bench"
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -142,6 +144,18 @@ def format_cpu_line(delta: dict[str, float], submissions: int) -> str:
 # ------------------------------------------------------------------------------------------- stack
 
 
+def bench_auth(directory: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(app settings, request headers): the host trusts a development issuer of the benchmark's own,
+    and the headers carry a token from it (minted as `markr-ops token` does) with every role, as
+    vendor BENCH_VENDOR, valid for 12 h."""
+    from devhost.devissuer import DevIssuer, local_auth_env
+
+    env = local_auth_env(directory)
+    token = DevIssuer.ensure(directory).mint(["Results.Submit", "Results.Read", "Ops.Admin"], vendor=BENCH_VENDOR,
+                                             expires_in=12 * 3600)
+    return env, {"Authorization": f"Bearer {token}"}
+
+
 def postmaster_pid(pg: Postgres) -> int:
     data_dir = getattr(pg, "server_data_dir", pg.data_dir)  # a relocated cluster (newer devhost.stack)
     return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
@@ -168,6 +182,7 @@ class BenchStack:
         self.azurite = Azurite(self.work / "azurite")
         self.host: HostProcess | None = None
         self.env: dict[str, str] = {}
+        self.auth_headers: dict[str, str] = {}  # credentials for every route (bench_auth)
         self._host_pids: set[int] = set()
         self._host_group: ProcessGroup | None = None
 
@@ -179,7 +194,8 @@ class BenchStack:
             url = self.pg.start()
             storage = self.azurite.start()
             migrate(url)
-            self.env = {"MARKR_DATABASE_URL": url, "VaultStorage": storage, "MARKR_BUS": "local",
+            auth_env, self.auth_headers = bench_auth(self.work / "auth")
+            self.env = {"MARKR_DATABASE_URL": url, "VaultStorage": storage, "MARKR_BUS": "local", **auth_env,
                         **self.extra_env}
             if self.start_host_now:
                 self.start_host()

@@ -18,16 +18,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import bench_auth  # noqa: E402
 from devhost.stack import Azurite, Postgres  # noqa: E402
 from devhost.testing import start_host_process  # noqa: E402
 from shared.db.migrations import migrate  # noqa: E402
 from tests.documents import make_large_document  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "data" / "sample_results.xml"
+AUTH: dict[str, str] = {}  # a token with every role (bench_auth), sent with every request
 
 
 def call(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    req = urllib.request.Request(url, data=body, method=method, headers={**AUTH, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=900) as resp:
             return resp.status, json.loads(resp.read())
@@ -76,7 +78,7 @@ def aggregate_reads(base: str, test_id: str, count: int = 500) -> None:
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        conn.request("GET", f"/api/results/{test_id}/aggregate")
+        conn.request("GET", f"/api/results/{test_id}/aggregate", headers=AUTH)
         resp = conn.getresponse()
         resp.read()
         times.append(time.perf_counter() - started)
@@ -98,8 +100,10 @@ def main() -> None:
     url = pg.start()
     storage = azurite.start()
     migrate(url)
+    auth_env, headers = bench_auth(work / "auth")
+    AUTH.update(headers)
     env = {"MARKR_DATABASE_URL": url, "VaultStorage": storage, "MARKR_BUS": "local",
-           "MARKR_IMPORT_WAIT_SECONDS": "600"}
+           "MARKR_IMPORT_WAIT_SECONDS": "600", **auth_env}
     host = start_host_process(env).wait_ready(120)
     print(f"stack + host ready in {time.perf_counter() - started:.1f} s", flush=True)
     try:

@@ -26,7 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ulid import ULID  # noqa: E402
 
-from bench.harness import CpuMeter, ProcessGroup, cpu_delta, format_cpu_line, postmaster_pid  # noqa: E402
+from bench.harness import (  # noqa: E402
+    CpuMeter,
+    ProcessGroup,
+    bench_auth,
+    cpu_delta,
+    format_cpu_line,
+    postmaster_pid,
+)
 from devhost.stack import ROOT, Azurite, Postgres  # noqa: E402
 from devhost.testing import start_host_process  # noqa: E402
 from shared.db.migrations import migrate  # noqa: E402
@@ -56,7 +63,8 @@ def main() -> None:
         url, storage = server.start(), azurite.start()
         migrate(url)
         env = {"MARKR_DATABASE_URL": url, "VaultStorage": storage, "MARKR_VAULT_TABLE": "benchvault",
-               "MARKR_BUS": "local", "MARKR_DEAD_LETTER_SWEEP_SCHEDULE": "0 */1 * * * *"}
+               "MARKR_BUS": "local", "MARKR_DEAD_LETTER_SWEEP_SCHEDULE": "0 */1 * * * *",
+               **bench_auth(work / "auth")[0]}  # an issuer of its own (no HTTP calls here)
         started = time.perf_counter()
         fill_vault(TableVault.from_connection_string(storage, "benchvault"), args.submissions)
         print(f"vault filled with {args.submissions} submissions in {time.perf_counter() - started:.1f} s")

@@ -115,7 +115,9 @@ def generate(documents: int, results_per_document: int = 10, tests: int = 5, see
 
 
 class Client:
-    """One keep-alive HTTP/1.1 connection."""
+    """One keep-alive HTTP/1.1 connection; every request carries `Client.auth` (set from the stack)."""
+
+    auth: dict[str, str] = {}
 
     def __init__(self, root_url: str, timeout: float = 120) -> None:
         parts = urlsplit(root_url)
@@ -129,7 +131,7 @@ class Client:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             started = time.perf_counter()
             try:
-                self.conn.request(method, path, body=body, headers=headers or {})
+                self.conn.request(method, path, body=body, headers={**self.auth, **(headers or {})})
                 resp = self.conn.getresponse()
                 raw = resp.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
@@ -244,6 +246,7 @@ def run_mode(mode: str, args: argparse.Namespace, bodies: list[bytes], oracle: d
     env = {"MARKR_DEAD_LETTER_SWEEP_SCHEDULE": "0 0 0 1 1 *"} if args.quiet_timers else {}
     with BenchStack(f"small-{mode}-{uuid.uuid4().hex[:6]}", env=env, host_args=host_args) as stack:
         root = stack.root_url
+        Client.auth = stack.auth_headers
         result["host_workers"] = stack.worker_count()
         status, health, _ = Client(root).request("GET", "/api/health")
         if status != 200:

@@ -100,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if worker:
         return _serve(args, stop, worker=True)
+    from devhost import devissuer
     from devhost.localstack import LocalStack
 
+    devissuer.prepare(args.port)  # the development token issuer, unless an Entra tenant is configured
     stack = LocalStack(use_stack=not args.no_stack)
     try:
         stack.start()
@@ -127,9 +129,13 @@ def _prepare() -> None:
 
 
 def _banner(base_url: str, functions: list[str], extra: str = "") -> None:
+    from devhost import devissuer
+
     print(f"\nMarkr local host: {base_url}{extra}\n", flush=True)
     for line in functions:
         print(f"    {line}", flush=True)
+    for line in devissuer.banner(base_url):
+        print(line, flush=True)
     print("\nCtrl-C to stop.", flush=True)
 
 

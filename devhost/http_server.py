@@ -4,7 +4,8 @@ Responses go back as the function returned them. Unknown routes get 404, known r
 another method 405 (with Allow), handler exceptions 500, badly framed requests 400 (nothing is
 invoked and the connection is closed: where the next request starts is unknown), bodies over
 FUNCTIONS_REQUEST_BODY_SIZE_LIMIT 413 - all as JSON errors. GET /admin/host/invocations answers
-the invocation counts per function (the local host only; the real host has /admin routes too).
+the invocation counts per function (the local host only; the real host has /admin routes too);
+GET /.well-known/jwks.json the development token issuer's keys (devhost/devissuer.py).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
-from devhost import logs
+from devhost import devissuer, logs
 from devhost.accounting import InvocationCounts
 from devhost.discovery import HttpFunction
 from devhost.invoke import call
@@ -140,6 +141,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if split.path.rstrip("/") == ADMIN_INVOCATIONS and method in ("GET", "HEAD"):
             self._send_json(200, json.dumps(self.server.counts.snapshot()).encode())
+            return
+        if method in ("GET", "HEAD") and (document := devissuer.well_known(split.path)) is not None:
+            self._send_json(200, document)  # the development issuer's JWKS (devhost/devissuer.py)
             return
         matches = []
         if relative is not None:

@@ -1,7 +1,11 @@
-"""GET /api/health: can the app reach its storage, database and message bus?"""
+"""GET /api/health: a bare liveness status for anyone; which component fails, and why, for operators."""
+import dataclasses
+
 import azure.functions as func
 
+from functions.auth import requires
 from functions.http import respond
+from shared.auth import Principal, Role
 from shared.bootstrap import services
 from shared.pipeline.health import check
 
@@ -10,5 +14,6 @@ bp = func.Blueprint()
 
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"])
-def health(req: func.HttpRequest) -> func.HttpResponse:
-    return respond(check(services()))
+@requires(Role.ADMIN, anonymous=True)
+def health(req: func.HttpRequest, caller: Principal) -> func.HttpResponse:
+    return respond(dataclasses.replace(check(services()), detailed=caller.has(Role.ADMIN)))

@@ -11,6 +11,7 @@ import azure.functions as func
 from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 
+from shared.auth import Forbidden, Unauthorized
 from shared.bootstrap import DatabaseUnavailable
 from shared.pipeline.outcomes import (
     HealthReport,
@@ -32,6 +33,7 @@ STATUS_OF_PROBLEM = {
     "body-too-large": 413, "unsupported-media-type": 415,
     "reason-required": 400, "reason-too-long": 400, "invalid-body": 400,
     "storage-unavailable": 503, "queue-unavailable": 503, "database-unavailable": 503, "bus-unavailable": 503,
+    "auth-unavailable": 503,
 }
 RETRY_AFTER_SECONDS = "5"
 
@@ -56,6 +58,29 @@ def _(outcome: Problem) -> func.HttpResponse:
     headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else {}
     return json_response(status, {"error": {"code": outcome.code, "message": outcome.message, **outcome.details}},
                          headers)
+
+
+def _quoted(text: str) -> str:
+    """Safe inside a quoted header parameter: printable ASCII only (a description may echo a token's
+    header, which the caller wrote)."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
+
+
+@respond.register
+def _(outcome: Unauthorized) -> func.HttpResponse:
+    # RFC 6750: a request without credentials gets the bare challenge; bad credentials say why.
+    challenge = 'Bearer realm="markr"'
+    if outcome.presented:
+        challenge += f', error="invalid_token", error_description="{_quoted(outcome.description)}"'
+    code = "invalid-token" if outcome.presented else "unauthorized"
+    return json_response(401, {"error": {"code": code, "message": outcome.description}},
+                         {"WWW-Authenticate": challenge})
+
+
+@respond.register
+def _(outcome: Forbidden) -> func.HttpResponse:
+    return json_response(403, {"error": {"code": "forbidden", "message": outcome.message,
+                                         "requiredRoles": list(outcome.roles)}})
 
 
 @respond.register
@@ -95,7 +120,9 @@ def _(outcome: StatisticsFound) -> func.HttpResponse:
 
 @respond.register
 def _(outcome: HealthReport) -> func.HttpResponse:
-    body = {"status": "ok" if outcome.ok else "degraded", "components": outcome.components}
+    body: dict[str, Any] = {"status": "ok" if outcome.ok else "degraded"}
+    if outcome.detailed:
+        body["components"] = outcome.components
     return json_response(200 if outcome.ok else 503, body, {} if outcome.ok else {"Retry-After": RETRY_AFTER_SECONDS})
 
 
@@ -104,11 +131,15 @@ def _(outcome: QueueReport) -> func.HttpResponse:
     return json_response(200, outcome.report)
 
 
+def database_errors() -> tuple[type[Exception], ...]:
+    return PoolTimeout, OperationalError, DatabaseUnavailable
+
+
 def serve(use_case: Callable[[], Any]) -> func.HttpResponse:
     """Run a use case and answer its outcome; an unreachable database is a 503, never a 500."""
     try:
         return respond(use_case())
-    except (PoolTimeout, OperationalError, DatabaseUnavailable) as exc:
+    except database_errors() as exc:
         log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         return respond(Problem("database-unavailable", "the database cannot be reached; retry later"))
 

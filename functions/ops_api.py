@@ -1,4 +1,4 @@
-"""Ops routes (admin key in Azure): GET /api/ops/queues, message counts per queue and dead-letter
+"""Ops routes (operators: Ops.Admin): GET /api/ops/queues, message counts per queue and dead-letter
 sub-queue; POST /api/ops/submissions/{submissionId}/retract, withdraw a submission's results."""
 import json
 import logging
@@ -6,7 +6,9 @@ import logging
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
+from functions.auth import requires
 from functions.http import respond, serve
+from shared.auth import Principal, Role
 from shared.bootstrap import services
 from shared.ops.report import queues_report
 from shared.ops.retract import retract
@@ -18,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 @bp.function_name("ops_queues")
-@bp.route(route="ops/queues", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
-def ops_queues(req: func.HttpRequest) -> func.HttpResponse:
+@bp.route(route="ops/queues", methods=["GET"])
+@requires(Role.ADMIN)
+def ops_queues(req: func.HttpRequest, caller: Principal) -> func.HttpResponse:
     try:
         outcome = QueueReport(queues_report(services().bus_admin))
     except Exception as exc:  # noqa: BLE001 - the bus is unreachable: say so, as JSON
@@ -29,8 +32,9 @@ def ops_queues(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("ops_retract")
-@bp.route(route="ops/submissions/{submissionId}/retract", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
-def ops_retract(req: func.HttpRequest) -> func.HttpResponse:
+@bp.route(route="ops/submissions/{submissionId}/retract", methods=["POST"])
+@requires(Role.ADMIN)
+def ops_retract(req: func.HttpRequest, caller: Principal) -> func.HttpResponse:
     """Body: {"reason": "...", "erase": false}. Idempotent: a second call answers the first retraction."""
     try:
         body = json.loads(req.get_body() or b"{}")

@@ -26,6 +26,12 @@ param operatorPrincipalName string = ''
 @allowed(['User', 'Group', 'ServicePrincipal'])
 param operatorPrincipalType string = 'User'
 
+@description('Entra ID tenant whose access tokens the API accepts; default: the tenant deployed into.')
+param authTenantId string = tenant().tenantId
+
+@description('Audiences the API accepts, comma-separated: its App ID URI and/or application (client) id (docs/deploy.md, "Who may call"); empty = api://markr-<environmentName>.')
+param apiAudience string = ''
+
 // The one queue definition, shared with the local queue engine (shared/bus/queues.py).
 var queueSpec = loadJsonContent('../schemas/queues.json')
 
@@ -179,6 +185,8 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: sizing.maximumInstanceCount
     instanceMemoryMB: sizing.instanceMemoryMB
     dbPoolMax: sizing.dbPoolMax
+    authTenantId: authTenantId
+    apiAudience: empty(apiAudience) ? 'api://markr-${environmentName}' : apiAudience
   }
 }
 

@@ -1,4 +1,5 @@
-"""`markr-ops`: watch the queues, drain dead letters, replay submissions from the vault.
+"""`markr-ops`: watch the queues, drain dead letters, replay submissions from the vault, manage
+vendors' API keys and print development tokens.
 
 Exit codes: 0 done, 1 failed (with a one-line reason), 2 usage error.
 """
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from markr_ops import environment, render
+from markr_ops import access, environment, render
 from shared.bus.queues import PIPELINE_QUEUES
 
 DEFAULT_CHECKPOINT = Path(".local/ops/reprocess-checkpoint.jsonl")
@@ -65,8 +66,12 @@ queue_argument = click.argument("queue", type=click.Choice(PIPELINE_QUEUES))
 @click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path),
               help="App settings file (default: local.settings.json of the project, if present).")
 def main(settings_file: Path | None) -> None:
-    """Operate Markr: queues, dead letters, replays."""
+    """Operate Markr: queues, dead letters, replays, vendors, tokens."""
     environment.load(settings_file)
+
+
+main.add_command(access.token)
+main.add_command(access.vendors)
 
 
 @main.command()

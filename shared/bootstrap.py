@@ -137,6 +137,19 @@ class Services:
 
         return StatusWaiter(lambda: self.connect(autocommit=True), self.store.status)
 
+    @cached_property
+    def vendors(self) -> Any:
+        from shared.db.vendors import PostgresVendors
+
+        return PostgresVendors(lambda: self.pool)
+
+    @cached_property
+    def authenticator(self) -> Any:
+        """Who is calling (shared/auth): tokens from the configured issuer, vendor API keys."""
+        from shared.auth.authenticator import build_authenticator
+
+        return build_authenticator(self.settings, self.vendors)
+
     def close(self) -> None:
         for name in ("status_waiter", "bus_admin", "bus"):
             service = self.__dict__.pop(name, None)
@@ -148,7 +161,8 @@ class Services:
                 pool.close()
 
 
-_BUILDABLE = ("credential", "pool", "store", "bus", "bus_admin", "vault", "kek", "status_waiter")
+_BUILDABLE = ("credential", "pool", "store", "bus", "bus_admin", "vault", "kek", "status_waiter",
+              "vendors", "authenticator")
 _current: Services | None = None
 _current_lock = threading.Lock()
 

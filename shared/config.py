@@ -32,7 +32,6 @@ class Settings:
     vault_connection: str  # connection string, when not using identity
     vault_table_endpoint: str  # https://<account>.table.core.windows.net, for identity
     vault_table: str
-    default_source: str
     # Receiver.
     max_body_bytes: int
     import_wait_seconds: float
@@ -46,6 +45,12 @@ class Settings:
     vault_key_file: str = ""
     # The longest a retry-queue trigger waits before giving a failed message back (1, 2, 4 … this).
     retry_backoff_max_seconds: float = 30.0
+    # Who may call (shared/auth): Entra ID tenant; the token issuer and its JWKS (derived from the
+    # tenant when empty); the accepted audiences (comma-separated: App ID URI and/or client id).
+    auth_tenant_id: str = ""
+    auth_issuer: str = ""
+    auth_jwks_url: str = ""
+    auth_audiences: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=1)
@@ -60,11 +65,14 @@ def settings() -> Settings:
         vault_connection=os.environ.get("VaultStorage", "") or "",
         vault_table_endpoint=os.environ.get("VaultStorage__tableServiceUri", ""),
         vault_table=os.environ.get("MARKR_VAULT_TABLE", "vault"),
-        default_source=os.environ.get("MARKR_DEFAULT_SOURCE", "default"),
         max_body_bytes=_int("MARKR_MAX_BODY_BYTES", 100 * 1024 * 1024),
         import_wait_seconds=_float("MARKR_IMPORT_WAIT_SECONDS", 30.0),
         db_pool_max=_int("MARKR_DB_POOL_MAX", 10),
         retry_backoff_max_seconds=_float("MARKR_RETRY_BACKOFF_MAX_SECONDS", 30.0),
         vault_key_url=os.environ.get("MARKR_VAULT_KEY_URL", "").strip(),
         vault_key_file=os.environ.get("MARKR_VAULT_KEY_FILE", "").strip(),
+        auth_tenant_id=os.environ.get("MARKR_AUTH_TENANT_ID", "").strip(),
+        auth_issuer=os.environ.get("MARKR_AUTH_ISSUER", "").strip(),
+        auth_jwks_url=os.environ.get("MARKR_AUTH_JWKS_URL", "").strip(),
+        auth_audiences=tuple(a.strip() for a in os.environ.get("MARKR_AUTH_AUDIENCE", "").split(",") if a.strip()),
     )

@@ -32,6 +32,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 TEMPLATE_DB = "markr_template"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_token_issuer() -> Iterator[None]:
+    """Every host the tests start trusts the suite's own development issuer (tests/auth.py)."""
+    from tests import auth
+
+    saved = {name: os.environ.get(name) for name in auth.auth_env()}
+    os.environ.update(auth.auth_env())
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(auth.ISSUER_DIR, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """URL of a PostgreSQL server (any database on it may be created by tests)."""

@@ -206,3 +206,33 @@ class FakeStore:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+class FakeVendors:
+    """The VendorDirectory port in memory: keys by id, apps by client id, and every touch recorded."""
+
+    def __init__(self) -> None:
+        from shared.auth.port import StoredKey
+
+        self._StoredKey = StoredKey
+        self.keys: dict[str, StoredKey] = {}
+        self.apps: dict[str, str] = {}
+        self.touched: list[str] = []
+        self.lookups = 0
+
+    def add_key(self, vendor: str, *, active: bool = True, last_used_at: datetime | None = None) -> str:
+        from shared.auth.api_keys import key_hash, new_key
+
+        key_id, key = new_key()
+        self.keys[key_id] = self._StoredKey(key_id, vendor, key_hash(key), active, last_used_at)
+        return key
+
+    def key(self, key_id: str):
+        return self.keys.get(key_id)
+
+    def touch(self, key_id: str) -> None:
+        self.touched.append(key_id)
+
+    def vendor_for_app(self, app_id: str) -> str | None:
+        self.lookups += 1
+        return self.apps.get(app_id)

@@ -21,6 +21,7 @@ from devhost.stack import ROOT
 from shared import bootstrap
 from shared.bus.local import LocalQueueEngine
 from shared.bus.queues import PIPELINE_QUEUES
+from tests import auth
 
 TEST_KEY_FILE = ROOT / ".local" / "test" / "vault-kek.json"  # the suite's vault key (created on first use)
 
@@ -72,7 +73,8 @@ class Pipeline:
         self.delivered: list[tuple[str, object]] = []  # (queue, ReceivedMessage) completed, in order
 
     def http(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> Answer:
-        """Call the HTTP function whose route matches `path` (under /api)."""
+        """Call the HTTP function whose route matches `path` (under /api), with a token carrying the
+        role the function declares (tests/auth.py) unless `headers` bring credentials."""
         route_path = path.removeprefix("/api/")
         for fn in app_functions():
             trigger = fn.get_trigger()
@@ -81,9 +83,13 @@ class Pipeline:
             params = _match(trigger.route, route_path)
             if params is None or method not in [str(m.value if hasattr(m, "value") else m) for m in trigger.methods]:
                 continue
-            req = func.HttpRequest(method=method, url=f"http://127.0.0.1/api/{route_path}", headers=headers or {},
+            user_function = fn.get_user_function()
+            headers = dict(headers or {})
+            if not any(k.lower() in ("authorization", "x-markr-api-key") for k in headers):
+                headers.update(auth.bearer(user_function.required_roles[0]))
+            req = func.HttpRequest(method=method, url=f"http://127.0.0.1/api/{route_path}", headers=headers,
                                    params={}, route_params=params, body=body)
-            resp: func.HttpResponse = fn.get_user_function()(req)
+            resp: func.HttpResponse = user_function(req)
             return Answer(resp.status_code, dict(resp.headers), resp.get_body())
         raise LookupError(f"no function for {method} {path}")
 
@@ -160,7 +166,7 @@ def _match(template: str, path: str) -> dict[str, str] | None:
 def pipeline_env(monkeypatch, database_url: str, vault_storage: str, vault_table: str, **settings) -> Iterator[Pipeline]:
     """App settings pointing at this test's database and vault table, with the adapters rebuilt."""
     values = {"MARKR_DATABASE_URL": database_url, "VaultStorage": vault_storage, "MARKR_VAULT_TABLE": vault_table,
-              "MARKR_BUS": "local", "MARKR_DEFAULT_SOURCE": "default",
+              "MARKR_BUS": "local",
               "MARKR_VAULT_KEY_FILE": str(TEST_KEY_FILE), **settings}
     for key, value in values.items():
         monkeypatch.setenv(key, str(value))

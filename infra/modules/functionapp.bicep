@@ -30,6 +30,13 @@ param dbPoolMax int
 param instanceMemoryMB int
 @description('NCRONTAB schedule of the dead-letter sweeper (timer trigger).')
 param deadLetterSweepSchedule string = '0 */5 * * * *'
+@description('Entra ID tenant whose access tokens the API accepts.')
+param authTenantId string
+@description('Accepted token audiences (comma-separated): the API app registration\'s App ID URI and/or client id.')
+param apiAudience string
+
+// Entra ID v2.0 tokens of the tenant (the API's app registration asks for v2 tokens: docs/deploy.md).
+var loginEndpoint = environment().authentication.loginEndpoint
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   //checkov:skip=CKV_AZURE_225:Flex Consumption zone redundancy exists only in some regions; the region is a deploy-time choice (see docs/deploy.md)
@@ -70,11 +77,15 @@ var appSettings = {
   MARKR_VAULT_TABLE: vaultTableName
   // Vault entries are sealed under data keys wrapped by this Key Vault key (RSA-OAEP-256, app identity).
   MARKR_VAULT_KEY_URL: vaultKeyUrl
-  MARKR_DEFAULT_SOURCE: 'default'
   MARKR_MAX_BODY_BYTES: '104857600'
   MARKR_IMPORT_WAIT_SECONDS: '30'
   MARKR_RETRY_BACKOFF_MAX_SECONDS: '30'
   MARKR_DEAD_LETTER_SWEEP_SCHEDULE: deadLetterSweepSchedule
+  // Who may call (shared/auth): Entra ID access tokens of this tenant, checked by the app itself.
+  MARKR_AUTH_TENANT_ID: authTenantId
+  MARKR_AUTH_ISSUER: '${loginEndpoint}${authTenantId}/v2.0'
+  MARKR_AUTH_JWKS_URL: '${loginEndpoint}${authTenantId}/discovery/v2.0/keys'
+  MARKR_AUTH_AUDIENCE: apiAudience
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {

@@ -45,6 +45,7 @@ class StatisticsFound:
 @dataclass(frozen=True)
 class HealthReport:
     components: dict[str, dict[str, Any]]
+    detailed: bool = True  # component detail and error text: operators (Ops.Admin) only
 
     @property
     def ok(self) -> bool:

@@ -37,17 +37,19 @@ def status_json(state: SubmissionStatus) -> dict:
 
 
 def submission_status(submission_id: str, *, store: PipelineStore, vault: Vault,
-                      default_source: str) -> Problem | StatusFound:
+                      only_source: str | None = None) -> Problem | StatusFound:
+    """`only_source`: a vendor's own source; another source's submission is not found (None: any)."""
     if not ULID_PATTERN.match(submission_id):
         return Problem("invalid-submission-id", f"{submission_id!r} is not a submission id (a 26-character ULID)")
+    not_found = Problem("submission-not-found", f"no submission {submission_id}")
     state = store.status(submission_id)
     if state is not None:
-        return StatusFound(state)
-    # Nothing has processed it yet; the vault is written before the receiver answers.
-    # The default source first: a direct read. Other sources need a scan.
-    record = vault.get(default_source, submission_id) or vault.find(submission_id)
+        return StatusFound(state) if only_source is None or state.source == only_source else not_found
+    # Nothing has processed it yet; the vault is written before the receiver answers. A vendor's
+    # own partition is a direct read; any source needs a scan.
+    record = vault.get(only_source, submission_id) if only_source is not None else vault.find(submission_id)
     if record is None:
-        return Problem("submission-not-found", f"no submission {submission_id}")
+        return not_found
     return StatusFound(SubmissionStatus(record.submission_id, record.source, record.submission_id,
                                         received_at=record.received_at))
 

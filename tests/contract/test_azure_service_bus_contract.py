@@ -45,7 +45,7 @@ def settings_for(connection: str) -> Settings:
     return Settings(
         database_url="", database_entra_auth=False, bus="azure", service_bus_connection=connection,
         service_bus_namespace="", vault_connection="", vault_table_endpoint="", vault_table="vault",
-        default_source="default", max_body_bytes=1024, import_wait_seconds=1.0,
+        max_body_bytes=1024, import_wait_seconds=1.0,
     )
 
 

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from devhost.host import LocalFunctionHost
 from devhost.stack import ROOT
 from markr_ops.cli import main
+from tests.auth import with_auth
 
 FINAL = {"completed", "rejected", "failed"}
 
@@ -31,7 +32,7 @@ class AppHost:
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict]:
         url = self.host.base_url.removesuffix("/api") + path
-        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        req = urllib.request.Request(url, data=body, method=method, headers=with_auth(method, path, headers))
         try:
             with urllib.request.urlopen(req, timeout=60) as response:
                 return response.status, json.loads(response.read() or b"{}")
@@ -74,7 +75,7 @@ def start_app(database_url: str, vault_storage: str, vault_table: str, monkeypat
 
     for name, value in {"MARKR_DATABASE_URL": database_url, "VaultStorage": vault_storage,
                         "MARKR_VAULT_TABLE": vault_table, "MARKR_BUS": "local",
-                        "MARKR_DEFAULT_SOURCE": "default", "MARKR_IMPORT_WAIT_SECONDS": "30",
+                        "MARKR_IMPORT_WAIT_SECONDS": "30",
                         "MARKR_DEAD_LETTER_SWEEP_SCHEDULE": sweep_schedule,
                         "MARKR_RETRY_BACKOFF_MAX_SECONDS": "0.2"}.items():
         monkeypatch.setenv(name, value)

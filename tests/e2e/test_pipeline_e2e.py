@@ -14,6 +14,7 @@ from devhost.testing import start_host_process
 from shared.bus.queues import queue_definitions
 from shared.domain.results_document import parse_results_document
 from shared.domain.scoring_policy import best_marks
+from tests.auth import with_auth
 from tests.documents import make_document
 
 EXPECTED_SAMPLE = {"mean": 50.80246913580247, "stddev": 9.92119535943923, "min": 30.0, "max": 75.0,
@@ -22,7 +23,7 @@ EXPECTED_SAMPLE = {"mean": 50.80246913580247, "stddev": 9.92119535943923, "min":
 
 def request(base, method, path, body=None, headers=None, timeout=60):
     base = base.removesuffix("/api")  # the host's base_url includes the route prefix
-    req = urllib.request.Request(base + path, data=body, method=method, headers=headers or {})
+    req = urllib.request.Request(base + path, data=body, method=method, headers=with_auth(method, path, headers))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")

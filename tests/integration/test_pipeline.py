@@ -3,6 +3,7 @@
 import pytest
 
 from shared.bus.queues import AGGREGATION, MARKING, VALIDATION
+from tests.auth import TEST_VENDOR
 from tests.documents import make_document
 from tests.pipeline_harness import pipeline_env
 
@@ -209,8 +210,8 @@ def test_a_damaged_vault_entry_fails_permanently_without_retries(pipeline):
 
     sid = pipeline.post_document(make_document([GOOD])).json()["submissionId"]
     table = services().vault.table
-    head = table.get_entity("default", sid)
-    table.update_entity({"PartitionKey": "default", "RowKey": sid, "Body": b"\x1f\x8b damaged"},
+    head = table.get_entity(TEST_VENDOR, sid)
+    table.update_entity({"PartitionKey": TEST_VENDOR, "RowKey": sid, "Body": b"\x1f\x8b damaged"},
                         mode=UpdateMode.MERGE)
     assert head["ChunkCount"] == 0  # a small body lives on the head
     pipeline.drain()

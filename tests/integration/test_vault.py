@@ -241,7 +241,7 @@ def test_ping_and_from_settings_create_the_table(vault_storage: str, vault_table
 
     settings = Settings(database_url="", database_entra_auth=False, bus="local", service_bus_connection="",
                         service_bus_namespace="", vault_connection=vault_storage, vault_table_endpoint="",
-                        vault_table=vault_table, default_source="default", max_body_bytes=1,
+                        vault_table=vault_table, max_body_bytes=1,
                         import_wait_seconds=1.0)
     vault = TableVault.from_settings(settings)
     vault.ping()

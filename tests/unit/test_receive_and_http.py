@@ -1,6 +1,7 @@
 """The receiver's use case and the HTTP edge, on in-memory ports and real azure.functions objects."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -128,9 +129,13 @@ def test_invisible_or_control_characters_in_a_test_id_are_a_400(test_id):
 def test_a_status_before_any_stage_ran_comes_from_the_vault():
     vault = FakeVault()
     sid = post(vault=vault).submission_id
-    status, body, _ = answer(submission_status(sid, store=FakeStore(), vault=vault, default_source="default"))
+    status, body, _ = answer(submission_status(sid, store=FakeStore(), vault=vault))
     assert (status, body["status"], body["source"]) == (200, "received", "default")
     assert body["receivedAt"]
+    # A vendor reads its own partition directly; another vendor does not find it.
+    assert answer(submission_status(sid, store=FakeStore(), vault=vault, only_source="default"))[0] == 200
+    status, body, _ = answer(submission_status(sid, store=FakeStore(), vault=vault, only_source="other"))
+    assert (status, body["error"]["code"]) == (404, "submission-not-found")
 
 
 def test_health_is_503_naming_the_failing_component():
@@ -143,6 +148,8 @@ def test_health_is_503_naming_the_failing_component():
     assert body["components"]["database"]["ok"] is False
     assert "connection refused" in body["components"]["database"]["error"]
     assert body["components"]["storage"]["ok"] and body["components"]["queues"]["ok"]
+    bare = answer(dataclasses.replace(health.check(Services), detailed=False))  # not an operator
+    assert bare[0] == 503 and bare[1] == {"status": "degraded"}
     Services.store.fail = None
     assert answer(health.check(Services))[0] == 200
 
