@@ -128,12 +128,13 @@ def test_retract_then_rebuild_and_reprocess_do_not_bring_it_back(pipeline, tmp_p
 
 def test_erase_deletes_the_vault_entry_and_keeps_a_tombstone(pipeline) -> None:
     a = submit(pipeline, [r("1", 10, 9)])
-    sha = services().vault.find(a).sha256
+    record = services().vault.find(a)
+    sha, source = record.sha256, record.source
     report = do_retract(a, reason="data-protection request", erase=True)
     assert report["erased"]["sha256"] == sha and report["erased"]["erasedAt"]
     vault = services().vault
-    assert vault.find(a) is None and vault.get("default", a) is None
-    tomb = vault.table.get_entity("default", a)
+    assert vault.find(a) is None and vault.get(source, a) is None
+    tomb = vault.table.get_entity(source, a)
     assert tomb["Tombstone"] is True and tomb["Sha256"] == sha and tomb["Reason"] == "data-protection request"
     assert "Body" not in tomb
     assert pipeline.sql("SELECT sha256, erased_at IS NOT NULL, reason FROM retractions") == [
