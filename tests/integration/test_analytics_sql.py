@@ -160,7 +160,8 @@ def test_mismatched_marks_are_counted_per_result_and_per_submission(conn):
     mark(conn, [(SID[2], [scan("s5", 1, 2, answers(1, 1))])])
     a = results_db.get_item_analysis(conn, "t1")
     assert (a.submission_count, a.mismatched_results, a.mismatched_submissions) == (3, 3, 2)
-    assert conn.execute("SELECT count(*) FROM answers WHERE submission_id = %s", (SID[0],)).fetchone()[0] == 6
+    assert conn.execute("SELECT sum(cardinality(questions)) FROM answers WHERE submission_id = %s",
+                        (SID[0],)).fetchone()[0] == 6
 
 
 def test_a_redelivered_marking_counts_nothing_twice(conn):
@@ -227,3 +228,11 @@ def test_the_sums_kept_by_marking_equal_sums_rebuilt_from_scratch(conn):
     with conn.transaction():
         results_db.rebuild_item_sums(conn, ["t1"])
     assert sums(conn) == kept
+
+
+def test_questions_and_options_round_trip_whatever_their_characters(conn):
+    odd = ['a"b', "c\\d", "e,f", "{g}", "", "NULL", "ü ✓", "tab\there"]
+    got = [Answer(f"q{o}", o, 1, 1) for o in odd]
+    mark(conn, [(SID[0], [scan("s1", len(odd), len(odd), got)])])
+    items = results_db.get_item_analysis(conn, "t1").items
+    assert sorted((i["question"], i["options"][0]["option"]) for i in items) == sorted((f"q{o}", o) for o in odd)
