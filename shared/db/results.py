@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from shared.domain.model import SEPARATOR
 from shared.domain.results_document import TestResult
 from shared.pipeline.ports import CatalogueEntry, Histogram, ItemAnalysis, Statistics
 
@@ -46,29 +47,25 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
             for r in results:
                 copy.write_row((sid, r.result, r.test_id, r.student_number, r.available, r.obtained, r.awarded_total))
                 count += 1
-    if any(r.answers for _, results in documents for r in results):
+    if any(r.answer_sheet for _, results in documents for r in results):
         with conn.cursor().copy(
             "COPY answers (submission_id, result, test_id, student_number, questions, options, available, awarded)"
             " FROM STDIN"
         ) as copy:
             for sid, results in documents:
                 for r in results:
-                    if r.answers:
-                        a = r.answers
-                        copy.write_row((sid, r.result, r.test_id, r.student_number, _text_array(x.question for x in a),
-                                        _text_array(x.option for x in a), _int_array(x.available for x in a),
-                                        _int_array(x.awarded for x in a)))
+                    sheet = r.answer_sheet
+                    if sheet is not None:
+                        copy.write_row((sid, r.result, r.test_id, r.student_number, _text_array(sheet.questions),
+                                        _text_array(sheet.options), "{" + sheet.available + "}",
+                                        "{" + sheet.awarded + "}"))
     return count
 
 
-# Array literals written as text: psycopg's list adaptation costs several times more per element,
-# and staging runs over every answer of every document.
-def _text_array(values: Iterable[str]) -> str:
-    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
-
-
-def _int_array(values: Iterable[int]) -> str:
-    return "{" + ",".join(map(str, values)) + "}"
+# Array literals written as text (psycopg's list adaptation costs several times more per element,
+# and staging runs over every answer of every document): quote each value, escape \\ and ".
+def _text_array(joined: str) -> str:
+    return '{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace(SEPARATOR, '","') + '"}'
 
 
 def stage_validated(conn: psycopg.Connection, submission_id: str, results: Iterable[TestResult]) -> int:

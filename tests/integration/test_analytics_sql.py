@@ -9,19 +9,19 @@ import psycopg
 import pytest
 
 from shared.db import results as results_db
-from shared.domain.model import Answer, TestResult
+from shared.domain.model import Answer, AnswerSheet, TestResult
 
 SID = [f"01JA00000000000000000000{i:02d}" for i in range(10)]
 
 
 def scan(student, obtained, available, answers=(), test="t1"):
-    return TestResult(0, student, test, available, obtained, None, None, None, tuple(answers))
+    return TestResult(0, student, test, available, obtained, None, None, None, AnswerSheet.of(answers))
 
 
 def mark(conn, documents, test="t1"):
     """Stage and mark several documents in one batch, then refresh the test's views."""
     staged = [(sid, [TestResult(i + 1, r.student_number, r.test_id, r.available, r.obtained, None, None, None,
-                                r.answers) for i, r in enumerate(rows)]) for sid, rows in documents]
+                                r.answer_sheet) for i, r in enumerate(rows)]) for sid, rows in documents]
     with conn.transaction():
         results_db.stage_many(conn, staged)
         marked = results_db.apply_markings(conn, [(sid, sid) for sid, _ in documents])
@@ -168,7 +168,7 @@ def test_a_redelivered_marking_counts_nothing_twice(conn):
     doc = [(SID[0], [scan("s1", 2, 2, answers(1, 0))])]
     mark(conn, doc)
     with conn.transaction():
-        results_db.stage_many(conn, [(SID[0], [TestResult(1, "s1", "t1", 2, 2, None, None, None, tuple(answers(1, 0)))])])
+        results_db.stage_many(conn, [(SID[0], [TestResult(1, "s1", "t1", 2, 2, None, None, None, AnswerSheet.of(answers(1, 0)))])])
         results_db.apply_markings(conn, [(SID[0], "replay-run")])
     results_db.refresh_statistics(conn, "t1", 2)
     a = results_db.get_item_analysis(conn, "t1")
@@ -176,7 +176,7 @@ def test_a_redelivered_marking_counts_nothing_twice(conn):
 
 
 def test_answers_are_stored_by_student_number_never_names(conn):
-    mark(conn, [(SID[0], [TestResult(1, "002299", "t1", 2, 1, "KJ", "Alysander", None, tuple(answers(1, 0)))])])
+    mark(conn, [(SID[0], [TestResult(1, "002299", "t1", 2, 1, "KJ", "Alysander", None, AnswerSheet.of(answers(1, 0)))])])
     columns = {r[0] for r in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'answers'")}
     assert "student_number" in columns and "submission_id" in columns
