@@ -93,7 +93,7 @@ ALTER TABLE test_statistics
     ADD COLUMN unanswered_results     integer NOT NULL DEFAULT 0;
 
 -- Statistics computed before this migration: their catalogue and histogram figures. Answers of
--- documents imported before it were not kept; `markr-ops reprocess --all` reads them from the vault.
+-- documents imported before it were not kept; `markr-ops reprocess --all --rebuild` reads them again.
 UPDATE test_statistics ts
    SET max_available = f.max_available, histogram = f.histogram, submission_count = f.submissions,
        unanswered_results = f.unanswered
