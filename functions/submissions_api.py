@@ -4,7 +4,7 @@ Analysts and operators read every submission; a vendor reads only its own (anoth
 import azure.functions as func
 
 from functions.auth import requires
-from functions.http import serve
+from functions.http import serve_read
 from shared.auth import Principal, Role
 from shared.bootstrap import services
 from shared.pipeline.queries import submission_status
@@ -18,5 +18,5 @@ bp = func.Blueprint()
 def submission_status_api(req: func.HttpRequest, caller: Principal) -> func.HttpResponse:
     s = services()
     only_source = None if caller.reads_everything else (caller.vendor or "")
-    return serve(lambda: submission_status(req.route_params["submissionId"], store=s.store, vault=s.vault,
-                                           only_source=only_source))
+    return serve_read(req, lambda: submission_status(req.route_params["submissionId"], store=s.store, vault=s.vault,
+                                                     only_source=only_source))

@@ -9,10 +9,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from shared.domain.model import SEPARATOR
 from shared.domain.results_document import TestResult
-from shared.pipeline.ports import Statistics
+from shared.pipeline.ports import CatalogueEntry, Histogram, ItemAnalysis, Statistics
 
 
 @dataclass(frozen=True)
@@ -27,24 +29,49 @@ class NothingToMarkError(LookupError):
 
 
 def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable[TestResult]]]) -> int:
-    """Replace each submission's validated rows, all in one COPY (a redelivery writes the same rows).
+    """Replace each submission's validated rows and answers, in one COPY each (a redelivery writes
+    the same rows).
 
     Runs inside the caller's transaction.
     """
-    documents = list(documents)
-    conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", ([sid for sid, _ in documents],))
+    documents = [(sid, list(results)) for sid, results in documents]
+    sids = [sid for sid, _ in documents]
+    conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sids,))
+    conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sids,))
     count = 0
     with conn.cursor().copy(
-        "COPY validated_results (submission_id, result, test_id, student_number, available, obtained) FROM STDIN"
+        "COPY validated_results (submission_id, result, test_id, student_number, available, obtained, awarded_total)"
+        " FROM STDIN"
     ) as copy:
         for sid, results in documents:
             for r in results:
-                copy.write_row((sid, r.result, r.test_id, r.student_number, r.available, r.obtained))
+                copy.write_row((sid, r.result, r.test_id, r.student_number, r.available, r.obtained, r.awarded_total))
                 count += 1
+    if any(r.answer_sheet for _, results in documents for r in results):
+        with conn.cursor().copy(
+            "COPY answers (submission_id, result, test_id, student_number, questions, options, available, awarded)"
+            " FROM STDIN"
+        ) as copy:
+            for sid, results in documents:
+                for r in results:
+                    sheet = r.answer_sheet
+                    if sheet is not None:
+                        copy.write_row((sid, r.result, r.test_id, r.student_number, _text_array(sheet.questions),
+                                        _text_array(sheet.options), "{" + sheet.available + "}",
+                                        "{" + sheet.awarded + "}"))
     # A retracted submission never contributes again (a replay or message still in flight).
-    conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)"
-                 " AND submission_id IN (SELECT submission_id FROM retractions)", ([sid for sid, _ in documents],))
+    retracted = [r for (r,) in conn.execute(
+        "SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))]
+    if retracted:
+        conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (retracted,))
+        conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (retracted,))
     return count
+
+
+# Array literals written as text (psycopg's list adaptation costs several times more per element,
+# and staging runs over every answer of every document): quote each value, escape \\ and ".
+def _text_array(joined: str) -> str:
+    return '{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace(SEPARATOR, '","') + '"}'
 
 
 def stage_validated(conn: psycopg.Connection, submission_id: str, results: Iterable[TestResult]) -> int:
@@ -74,10 +101,15 @@ SELECT submission_id, array_agg(DISTINCT test_id ORDER BY test_id), count(*)
 # All the batch's documents at once: de-duplicate (re-scans within and across the batch's documents),
 # then upsert keeping the highest available and highest obtained independently, and remember every
 # contributing submission. Rows go in key order so concurrent markings lock rows in the same order.
+# best_* names the scan whose answers count for item analysis: the highest obtained, the latest on a
+# tie (greatest submission id, a time-ordered ULID, then the later position in the document).
 _UPSERT_RESULTS = """
-INSERT INTO student_results AS s (test_id, student_number, available, obtained, submission_ids)
+INSERT INTO student_results AS s (test_id, student_number, available, obtained, submission_ids,
+                                  best_submission_id, best_result)
 SELECT test_id, student_number, max(available), max(obtained),
-       array_agg(DISTINCT submission_id ORDER BY submission_id)
+       array_agg(DISTINCT submission_id ORDER BY submission_id),
+       (array_agg(submission_id ORDER BY obtained DESC, submission_id DESC, result DESC))[1],
+       (array_agg(result ORDER BY obtained DESC, submission_id DESC, result DESC))[1]
   FROM validated_results
  WHERE submission_id = ANY(%(sids)s)
  GROUP BY test_id, student_number
@@ -87,7 +119,111 @@ ON CONFLICT (test_id, student_number) DO UPDATE
        obtained = GREATEST(s.obtained, EXCLUDED.obtained),
        submission_ids = s.submission_ids || ARRAY(SELECT unnest(EXCLUDED.submission_ids)
                                                   EXCEPT SELECT unnest(s.submission_ids) ORDER BY 1),
+       (best_submission_id, best_result) = (
+           SELECT CASE WHEN s.best_submission_id IS NULL
+                         OR (EXCLUDED.obtained, EXCLUDED.best_submission_id, EXCLUDED.best_result)
+                            >= (s.obtained, s.best_submission_id, s.best_result)
+                       THEN EXCLUDED.best_submission_id ELSE s.best_submission_id END,
+                  CASE WHEN s.best_submission_id IS NULL
+                         OR (EXCLUDED.obtained, EXCLUDED.best_submission_id, EXCLUDED.best_result)
+                            >= (s.obtained, s.best_submission_id, s.best_result)
+                       THEN EXCLUDED.best_result ELSE s.best_result END),
        updated_at = now()
+RETURNING test_id, student_number, best_submission_id, best_result
+"""
+
+# Item-analysis sums from `scans` (test_id, sid, result, sign, t): each scan's answers added (sign 1)
+# or taken away (-1). The lateral OFFSET 0 keeps the look-ups on the primary keys (never a scan of
+# every answer). Rows go in key order, like every other upsert here.
+_APPLY_SCANS = """
+contrib AS (
+    SELECT s.test_id, u.question, u.option, u.awarded::bigint AS x, u.available, s.t, s.sign
+      FROM scans s
+     CROSS JOIN LATERAL (SELECT questions, options, available, awarded FROM answers
+                          WHERE submission_id = s.sid AND result = s.result OFFSET 0) a
+     CROSS JOIN LATERAL unnest(a.questions, a.options, a.available, a.awarded) AS u(question, option, available, awarded)
+), items AS (
+    INSERT INTO item_sums AS i (test_id, question, answering, sum_x, sum_xx, sum_xt, sum_ratio, nonbinary)
+    SELECT test_id, question, sum(sign), sum(sign * x), sum(sign * x * x), sum(sign * x * t),
+           sum(sign * x::numeric / available), sum(sign * (available <> 1)::int)
+      FROM contrib GROUP BY test_id, question ORDER BY test_id, question
+    ON CONFLICT (test_id, question) DO UPDATE
+       SET answering = i.answering + EXCLUDED.answering, sum_x = i.sum_x + EXCLUDED.sum_x,
+           sum_xx = i.sum_xx + EXCLUDED.sum_xx, sum_xt = i.sum_xt + EXCLUDED.sum_xt,
+           sum_ratio = i.sum_ratio + EXCLUDED.sum_ratio, nonbinary = i.nonbinary + EXCLUDED.nonbinary
+), options AS (
+    INSERT INTO option_counts AS c (test_id, question, option, chosen)
+    SELECT test_id, question, option, sum(sign) FROM contrib
+     GROUP BY test_id, question, option ORDER BY test_id, question, option
+    ON CONFLICT (test_id, question, option) DO UPDATE SET chosen = c.chosen + EXCLUDED.chosen
+)
+INSERT INTO item_totals AS tt (test_id, students, sum_t, sum_tt)
+SELECT test_id, sum(sign), sum(sign * t::bigint), sum(sign * t::bigint * t) FROM scans
+ GROUP BY test_id ORDER BY test_id
+ON CONFLICT (test_id) DO UPDATE
+   SET students = tt.students + EXCLUDED.students, sum_t = tt.sum_t + EXCLUDED.sum_t,
+       sum_tt = tt.sum_tt + EXCLUDED.sum_tt
+"""
+
+# The batch's upsert, and the swap of each student's counted scan in the item-analysis sums, in one
+# statement: `before` reads the counted scans before the upsert (the caller holds the batch's tests
+# rows, so no other marking of these tests runs in between).
+_MERGE_RESULTS = f"""
+WITH before AS (
+    SELECT s.test_id, s.student_number, s.best_submission_id, s.best_result
+      FROM student_results s
+     WHERE (s.test_id, s.student_number) IN
+           (SELECT test_id, student_number FROM validated_results WHERE submission_id = ANY(%(sids)s))
+), merged AS ({_UPSERT_RESULTS}
+), moves AS (
+    SELECT o.test_id, o.best_submission_id AS sid, o.best_result AS result, -1 AS sign
+      FROM merged n JOIN before o USING (test_id, student_number)
+     WHERE o.best_submission_id IS NOT NULL
+       AND (o.best_submission_id, o.best_result) IS DISTINCT FROM (n.best_submission_id, n.best_result)
+    UNION ALL
+    SELECT n.test_id, n.best_submission_id, n.best_result, 1
+      FROM merged n LEFT JOIN before o USING (test_id, student_number)
+     WHERE (o.best_submission_id, o.best_result) IS DISTINCT FROM (n.best_submission_id, n.best_result)
+), scans AS (
+    SELECT m.test_id, m.sid, m.result, m.sign, v.awarded_total AS t
+      FROM moves m CROSS JOIN LATERAL (SELECT awarded_total FROM validated_results
+                                        WHERE submission_id = m.sid AND result = m.result OFFSET 0) v
+     WHERE v.awarded_total IS NOT NULL
+), {_APPLY_SCANS}"""
+
+# The sums of some tests from scratch, from every student's counted scan (after a retract, or to
+# check the incremental sums).
+_REBUILD_ITEM_SUMS = f"""
+WITH scans AS (
+    SELECT s.test_id, s.best_submission_id AS sid, s.best_result AS result, 1 AS sign, v.awarded_total AS t
+      FROM student_results s JOIN validated_results v
+        ON v.submission_id = s.best_submission_id AND v.result = s.best_result
+     WHERE s.test_id = ANY(%(tests)s) AND v.awarded_total IS NOT NULL
+), {_APPLY_SCANS}"""
+
+
+def rebuild_item_sums(conn: psycopg.Connection, test_ids: list[str]) -> None:
+    """Recompute the tests' item-analysis sums from their counted scans (in the caller's transaction;
+    hold the tests rows, as a marking does, when markings may run concurrently)."""
+    for table in ("item_sums", "option_counts", "item_totals"):
+        conn.execute(sql.SQL("DELETE FROM {} WHERE test_id = ANY(%s)").format(sql.Identifier(table)), (test_ids,))
+    conn.execute(_REBUILD_ITEM_SUMS, {"tests": test_ids})
+
+
+# Per (test, submission): its scans and how many of them have awarded marks that do not add up to
+# summary-marks obtained (the test's data-quality figures). A re-applied run writes the same row.
+_RECORD_TEST_SUBMISSIONS = """
+INSERT INTO test_submissions AS t (test_id, submission_id, results, mismatched_results, unanswered_results)
+SELECT test_id, submission_id, count(*),
+       count(*) FILTER (WHERE awarded_total IS NOT NULL AND awarded_total <> obtained),
+       count(*) FILTER (WHERE awarded_total IS NULL)
+  FROM validated_results
+ WHERE submission_id = ANY(%(sids)s)
+ GROUP BY test_id, submission_id
+ ORDER BY test_id, submission_id
+ON CONFLICT (test_id, submission_id) DO UPDATE
+   SET results = EXCLUDED.results, mismatched_results = EXCLUDED.mismatched_results,
+       unanswered_results = EXCLUDED.unanswered_results
 """
 
 # One version bump per test per batch: the aggregator recomputes a test once for the whole batch.
@@ -126,8 +262,14 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
     if not todo:
         return answer
     sids = sorted({sid for sid, _ in todo})
-    conn.execute(_UPSERT_RESULTS, {"sids": sids})
+    # A big batch's plan costs enough to trigger JIT compilation, which takes longer than the
+    # statements themselves (seconds); they are plain set operations that need none of it.
+    conn.execute("SET LOCAL jit = off")
+    # The version bump first: it locks the batch's tests rows (in test order) until commit, so
+    # markings of one test run one at a time and each sees the counted scans the last one left.
     versions = {test_id: version for test_id, version in conn.execute(_BUMP_VERSIONS, {"sids": sids})}
+    conn.execute(_MERGE_RESULTS, {"sids": sids})
+    conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids})
     for key in todo:
         tests, n = staged[key[0]]
         answer[key] = Marking({t: versions[t] for t in tests}, n, newly_applied=True)
@@ -150,21 +292,86 @@ def apply_marking(conn: psycopg.Connection, submission_id: str, run_id: str) -> 
 
 # Percent of available marks over float8 (faster than numeric); population stddev;
 # percentiles by linear interpolation between closest ranks (numpy's default).
+# Histogram bins in integer arithmetic (no float edge cases): floor(10 * obtained / available), with
+# 100 % in the last bin. Item analysis from the sums the marker keeps (item_sums, option_counts,
+# item_totals) over each student's counted scan, an unanswered question scoring 0: see
+# docs/architecture.md, "Item analysis", for the formulas.
 _COMPUTE = """
-WITH pct AS (
-    SELECT 100.0::float8 * obtained / available AS p FROM student_results WHERE test_id = %(test_id)s
+WITH sr AS (
+    SELECT available, obtained FROM student_results WHERE test_id = %(test_id)s
+), pct AS (
+    SELECT 100.0::float8 * obtained / available AS p, least(10 * obtained / available, 9) AS bin, available FROM sr
 ), agg AS (
     SELECT count(*) AS n, avg(p) AS mean, stddev_pop(p) AS stddev, min(p) AS lo, max(p) AS hi,
-           percentile_cont(ARRAY[0.25, 0.5, 0.75]::float8[]) WITHIN GROUP (ORDER BY p) AS q
+           percentile_cont(ARRAY[0.25, 0.5, 0.75]::float8[]) WITHIN GROUP (ORDER BY p) AS q,
+           max(available) AS max_available
       FROM pct
+), hist AS (
+    SELECT array_agg(coalesce(h.c, 0) ORDER BY b) AS bins
+      FROM generate_series(0, 9) AS b
+      LEFT JOIN (SELECT bin, count(*)::int AS c FROM pct GROUP BY bin) h ON h.bin = b
+), quality AS (
+    SELECT count(*) AS submissions, coalesce(sum(mismatched_results), 0) AS mismatched_results,
+           count(*) FILTER (WHERE mismatched_results > 0) AS mismatched_submissions,
+           coalesce(sum(unanswered_results), 0) AS unanswered_results
+      FROM test_submissions WHERE test_id = %(test_id)s
+), whole AS (
+    SELECT coalesce(max(students), 0)::float8 AS n, coalesce(max(sum_t), 0)::float8 AS st,
+           coalesce(max(sum_tt), 0)::float8 AS stt
+      FROM item_totals WHERE test_id = %(test_id)s
+), per_q AS (
+    SELECT question, answering, (sum_ratio / answering)::float8 AS difficulty, nonbinary = 0 AS binary,
+           sum_x::float8 AS sx, sum_xx::float8 AS sxx, sum_xt::float8 AS sxt
+      FROM item_sums WHERE test_id = %(test_id)s AND answering > 0
+), q AS (
+    SELECT per_q.*, w.n, w.st, w.stt,
+           -- the item against the rest of the test (total minus the item), over every analysed student
+           (w.n * (sxt - sxx) - sx * (w.st - sx))
+               / nullif(sqrt(greatest(w.n * sxx - sx * sx, 0)
+                             * greatest(w.n * (w.stt - 2 * sxt + sxx) - (w.st - sx) ^ 2, 0)), 0) AS discrimination,
+           sxx / w.n - (sx / w.n) ^ 2 AS variance
+      FROM per_q CROSS JOIN whole w
+), opts AS (
+    SELECT o.question,
+           json_agg(json_build_object('option', o.option, 'count', o.c, 'frequency', o.c::float8 / q.answering,
+                                        'flagged', o.c::float8 / q.answering < 0.05) ORDER BY o.option) AS options,
+           bool_or(o.c::float8 / q.answering < 0.05) AS flagged
+      FROM (SELECT question, option, chosen AS c FROM option_counts WHERE test_id = %(test_id)s AND chosen > 0) o
+      JOIN q USING (question)
+     GROUP BY o.question
+), items AS (
+    SELECT coalesce(json_agg(json_build_object(
+               'question', q.question, 'answering', q.answering, 'difficulty', q.difficulty,
+               'discrimination', q.discrimination, 'flagged', opts.flagged, 'options', opts.options)
+             ORDER BY CASE WHEN q.question ~ '^[0-9]{1,18}$' THEN q.question::bigint END NULLS LAST, q.question),
+             '[]'::json) AS items,
+           count(*) AS k, sum(q.variance) AS item_variance, bool_and(q.binary) AS binary
+      FROM q JOIN opts USING (question)
+), reliability AS (
+    SELECT CASE WHEN items.k > 1 AND w.n > 0 AND w.stt / w.n - (w.st / w.n) ^ 2 > 0
+                THEN items.k / (items.k - 1.0)
+                     * (1 - items.item_variance / (w.stt / w.n - (w.st / w.n) ^ 2)) END AS alpha,
+           items.binary
+      FROM items CROSS JOIN whole w
 )
 INSERT INTO test_statistics AS ts
-       (test_id, computed_version, count, mean, stddev, min, max, p25, p50, p75, computed_at)
-SELECT %(test_id)s, %(version)s, n, mean, stddev, lo, hi, q[1], q[2], q[3], now() FROM agg WHERE n > 0
+       (test_id, computed_version, count, mean, stddev, min, max, p25, p50, p75, computed_at,
+        max_available, submission_count, histogram, analysed_students, cronbach_alpha, kr20, items,
+        mismatched_results, mismatched_submissions, unanswered_results)
+SELECT %(test_id)s, %(version)s, agg.n, agg.mean, agg.stddev, agg.lo, agg.hi, agg.q[1], agg.q[2], agg.q[3], now(),
+       agg.max_available, quality.submissions, hist.bins, whole.n::int, reliability.alpha,
+       CASE WHEN reliability.binary THEN reliability.alpha END, items.items,
+       quality.mismatched_results, quality.mismatched_submissions, quality.unanswered_results
+  FROM agg, hist, quality, whole, items, reliability WHERE agg.n > 0
 ON CONFLICT (test_id) DO UPDATE
    SET computed_version = EXCLUDED.computed_version, count = EXCLUDED.count, mean = EXCLUDED.mean,
        stddev = EXCLUDED.stddev, min = EXCLUDED.min, max = EXCLUDED.max, p25 = EXCLUDED.p25,
-       p50 = EXCLUDED.p50, p75 = EXCLUDED.p75, computed_at = EXCLUDED.computed_at
+       p50 = EXCLUDED.p50, p75 = EXCLUDED.p75, computed_at = EXCLUDED.computed_at,
+       max_available = EXCLUDED.max_available, submission_count = EXCLUDED.submission_count,
+       histogram = EXCLUDED.histogram, analysed_students = EXCLUDED.analysed_students,
+       cronbach_alpha = EXCLUDED.cronbach_alpha, kr20 = EXCLUDED.kr20, items = EXCLUDED.items,
+       mismatched_results = EXCLUDED.mismatched_results, mismatched_submissions = EXCLUDED.mismatched_submissions,
+       unanswered_results = EXCLUDED.unanswered_results
 """
 
 
@@ -193,7 +400,8 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
     return True
 
 
-DERIVED_TABLES = ("validated_results", "student_results", "applied_markings", "test_statistics", "tests")
+DERIVED_TABLES = ("validated_results", "answers", "student_results", "applied_markings", "test_submissions",
+                  "item_sums", "option_counts", "item_totals", "test_statistics", "tests")
 
 
 def clear_derived(conn: psycopg.Connection) -> None:
@@ -208,3 +416,49 @@ def get_statistics(conn: psycopg.Connection, test_id: str) -> Statistics | None:
         " FROM test_statistics WHERE test_id = %s", (test_id,)
     ).fetchone()
     return Statistics(*row) if row else None
+
+
+# The read side of the precomputed views: each answers from one test_statistics row (or one page).
+
+def list_tests(conn: psycopg.Connection, after: str | None, limit: int) -> list[CatalogueEntry]:
+    rows = conn.execute(
+        "SELECT test_id, count, max_available, submission_count, computed_at FROM test_statistics"
+        " WHERE %(after)s::text IS NULL OR test_id > %(after)s ORDER BY test_id LIMIT %(limit)s",
+        {"after": after, "limit": limit},
+    ).fetchall()
+    return [CatalogueEntry(*row) for row in rows]
+
+
+def get_histogram(conn: psycopg.Connection, test_id: str) -> Histogram | None:
+    row = conn.execute("SELECT test_id, histogram, count FROM test_statistics WHERE test_id = %s",
+                       (test_id,)).fetchone()
+    return Histogram(row[0], tuple(row[1]), row[2]) if row else None
+
+
+def get_item_analysis(conn: psycopg.Connection, test_id: str) -> ItemAnalysis | None:
+    row = conn.execute(
+        "SELECT test_id, count, analysed_students, cronbach_alpha, kr20, items, submission_count,"
+        " mismatched_results, mismatched_submissions, unanswered_results"
+        " FROM test_statistics WHERE test_id = %s", (test_id,)).fetchone()
+    return ItemAnalysis(*row) if row else None
+
+
+_STUDENTS_CSV = """
+COPY (SELECT student_number, available, obtained, 100.0::float8 * obtained / available AS percent,
+             cardinality(submission_ids) AS submissions
+        FROM student_results WHERE test_id = {test_id} ORDER BY student_number)
+  TO STDOUT WITH (FORMAT csv, HEADER)
+"""
+
+
+def students_csv(conn: psycopg.Connection, test_id: str) -> bytes | None:
+    """The test's students as CSV, read from COPY in chunks (None when the test has no results)."""
+    with conn.transaction():  # one snapshot for the existence check and the rows
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if conn.execute("SELECT 1 FROM test_statistics WHERE test_id = %s", (test_id,)).fetchone() is None:
+            return None
+        chunks = []
+        with conn.cursor().copy(sql.SQL(_STUDENTS_CSV).format(test_id=sql.Literal(test_id))) as copy:
+            for chunk in copy:
+                chunks.append(bytes(chunk))
+    return b"".join(chunks)

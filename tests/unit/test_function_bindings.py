@@ -25,6 +25,11 @@ def test_http_functions_routes_and_methods():
         "health": ("health", ["GET"], "anonymous"),
         "ops_queues": ("ops/queues", ["GET"], "anonymous"),  # the app checks Ops.Admin (functions/auth.py)
         "ops_retract": ("ops/submissions/{submissionId}/retract", ["POST"], "anonymous"),
+        "tests_catalogue": ("tests", ["GET"], "anonymous"),
+        "results_histogram": ("results/{testId}/histogram", ["GET"], "anonymous"),
+        "results_items": ("results/{testId}/items", ["GET"], "anonymous"),
+        "results_students_csv": ("results/{testId}/students.csv", ["GET"], "anonymous"),
+        "openapi": ("openapi.json", ["GET"], "anonymous"),
     }
 
 
@@ -42,6 +47,11 @@ def test_every_http_function_declares_the_roles_that_may_call_it():
         "health": (("Ops.Admin",), True),  # a bare liveness status anonymously, detail for operators
         "ops_queues": (("Ops.Admin",), False),
         "ops_retract": (("Ops.Admin",), False),
+        "tests_catalogue": (("Results.Read",), False),
+        "results_histogram": (("Results.Read",), False),
+        "results_items": (("Results.Read",), False),
+        "results_students_csv": (("Results.Read",), False),
+        "openapi": (("Results.Read",), True),  # the API's description holds no student data
     }
 
 
