@@ -1,4 +1,7 @@
-"""The queue-triggered stages: validate, mark, aggregate (batches) and notify.
+"""The queue-triggered stages: validate (and mark), aggregate (batches) and notify.
+
+The validator marks what it accepted in the same invocation; the marking stage only takes over the
+submissions whose marking failed there (see `_mark_or_hand_over`).
 
 Each takes the decoded messages of one batch and the ports it needs, works set-based (one store
 transaction, one send per batch), and records the status transitions it causes itself. Every stage
@@ -113,20 +116,40 @@ def validate(batch: Sequence[dict[str, Any]], *, vault: Vault, bus: Bus, store: 
     store.record_validation(accepted, rejected)
     if failed:
         store.record_events(failed)
-    if accepted:
-        # Sent again on a redelivery: the message ids are the same, so duplicate detection drops them.
-        bus.send_many(MARKING, [messages.marking(a.ref) for a in accepted])
     # One line per batch (the ids in it), not per submission: logging was a tenth of a busy host's CPU.
     if accepted:
         log.info("validated %d submission(s): %s", len(accepted), " ".join(a.ref.submission_id for a in accepted))
     for r in rejected:
         log.info("rejected: %d problem(s)", r.error_count, extra={"submission_id": r.ref.submission_id})
-    return {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
+    counts = {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
+    if accepted:
+        for key, n in _mark_or_hand_over([a.ref for a in accepted], bus=bus, store=store, clock=clock).items():
+            counts[key] = counts.get(key, 0) + n
+    return counts
+
+
+def _mark_or_hand_over(refs: list[SubmissionRef], *, bus: Bus, store: PipelineStore,
+                       clock: Clock) -> dict[str, int]:
+    """Mark what was just validated in the same invocation (one queue hop, send, receive and settle
+    fewer per submission). If that fails, the marking stage takes over: its messages go to the marker,
+    whose batches isolate the failing submission, retry it and dead-letter it as before, while the
+    validation (already committed) is not repeated. Both sends carry fixed message ids, so a
+    redelivered validation adds no duplicates."""
+    try:
+        return _mark(refs, bus=bus, store=store, at=clock())
+    except Exception as exc:  # noqa: BLE001 - handed to the marking stage, which retries on its own
+        log.warning("marking %d validated submission(s) in place failed (%s: %s); queueing them for the marker",
+                    len(refs), type(exc).__name__, exc)
+        bus.send_many(MARKING, [messages.marking(ref) for ref in refs])
+        return {"marked": 0, "queued_for_marking": len(refs)}
 
 
 def mark(batch: Sequence[dict[str, Any]], *, bus: Bus, store: PipelineStore, clock: Clock = _now) -> dict[str, int]:
-    refs = [messages.ref_of(data) for data in batch]
-    at = clock()
+    """The marking stage: submissions the validator handed over (see `_mark_or_hand_over`)."""
+    return _mark([messages.ref_of(data) for data in batch], bus=bus, store=store, at=clock())
+
+
+def _mark(refs: Sequence[SubmissionRef], *, bus: Bus, store: PipelineStore, at: datetime) -> dict[str, int]:
     outcome = store.apply_markings(refs, at)
     if outcome.nothing_to_mark:
         store.record_events([

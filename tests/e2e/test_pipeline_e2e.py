@@ -109,8 +109,9 @@ def test_respond_async_then_status(host):
     assert final["receivedAt"] and final["validatedAt"] and final["markedAt"] and final["completedAt"]
     # One search for the submission id shows its whole path through the stages.
     path = [line for line in host.log().splitlines() if body["submissionId"] in line]
-    for stage in ("receiver", "validator", "marker", "aggregator"):
+    for stage in ("receiver", "validator", "aggregator"):  # the validator marks, too
         assert any(f"[{stage} " in line for line in path), stage
+    assert any("[validator " in line and "marked 1 submission(s)" in line for line in path)
 
 
 @pytest.mark.slow
