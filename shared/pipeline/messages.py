@@ -50,6 +50,13 @@ class InlineBody:
                 "byteSize": self.byte_size, "sha256": self.sha256}
 
     @classmethod
+    def of(cls, record: Any) -> InlineBody | None:
+        """A vault record's body, if it is stored on the head itself (small bodies), else None."""
+        if getattr(record, "inline", None) is None:
+            return None
+        return cls(record.compression, record.inline, record.byte_size, record.sha256)
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> InlineBody:
         return cls(data["compression"], base64.b64decode(data["data"]), data["byteSize"], data["sha256"])
 
