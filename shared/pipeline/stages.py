@@ -1,7 +1,8 @@
-"""The queue-triggered stages: validate (and mark), aggregate (batches) and notify.
+"""The queue-triggered stages: validate, mark, aggregate (batches) and notify.
 
-The validator marks what it accepted in the same invocation; the marking stage only takes over the
-submissions whose marking failed there (see `_mark_or_hand_over`).
+The validator marks what it accepted and brings the statistics up to date in the same invocation;
+the marking and aggregation stages only take over the submissions for which that failed there
+(see `_finish_in_place`).
 
 Each takes the decoded messages of one batch and the ports it needs, works set-based (one store
 transaction, one send per batch), and records the status transitions it causes itself. Every stage
@@ -28,7 +29,16 @@ from shared.domain.results_document import parse_results_document
 from shared.domain.submission_status import Event
 from shared.pipeline import messages
 from shared.pipeline.messages import InlineBody, SubmissionRef
-from shared.pipeline.ports import Accepted, Bus, Failure, PipelineStore, Rejected, Vault
+from shared.pipeline.ports import (
+    Accepted,
+    Bus,
+    Failure,
+    Marked,
+    MarkingOutcome,
+    PipelineStore,
+    Rejected,
+    Vault,
+)
 from shared.vault.body import open_stream
 from shared.vault.model import VaultCorruptionError, VaultRecord
 
@@ -123,33 +133,58 @@ def validate(batch: Sequence[dict[str, Any]], *, vault: Vault, bus: Bus, store: 
         log.info("rejected: %d problem(s)", r.error_count, extra={"submission_id": r.ref.submission_id})
     counts = {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
     if accepted:
-        for key, n in _mark_or_hand_over([a.ref for a in accepted], bus=bus, store=store, clock=clock).items():
+        for key, n in _finish_in_place([a.ref for a in accepted], bus=bus, store=store, clock=clock).items():
             counts[key] = counts.get(key, 0) + n
     return counts
 
 
-def _mark_or_hand_over(refs: list[SubmissionRef], *, bus: Bus, store: PipelineStore,
-                       clock: Clock) -> dict[str, int]:
-    """Mark what was just validated in the same invocation (one queue hop, send, receive and settle
-    fewer per submission). If that fails, the marking stage takes over: its messages go to the marker,
-    whose batches isolate the failing submission, retry it and dead-letter it as before, while the
-    validation (already committed) is not repeated. Both sends carry fixed message ids, so a
-    redelivered validation adds no duplicates."""
+def _finish_in_place(refs: list[SubmissionRef], *, bus: Bus, store: PipelineStore,
+                     clock: Clock) -> dict[str, int]:
+    """Mark what was just validated and bring its tests' statistics up to date, in the same
+    invocation: no queue hops (sends, receives, settles) between the stages of a submission.
+
+    If marking fails here, the marking stage takes over (its messages go to the marker, whose
+    batches isolate the failing submission, retry it and dead-letter it on its own); if the
+    statistics fail, the aggregation stage takes over the same way. What was committed here is not
+    repeated. Every message id is fixed per (submission, run, stage), so a redelivered validation
+    adds no duplicates.
+    """
     try:
-        return _mark(refs, bus=bus, store=store, at=clock())
+        outcome = _apply_markings(refs, store=store, at=clock())
     except Exception as exc:  # noqa: BLE001 - handed to the marking stage, which retries on its own
         log.warning("marking %d validated submission(s) in place failed (%s: %s); queueing them for the marker",
                     len(refs), type(exc).__name__, exc)
         bus.send_many(MARKING, [messages.marking(ref) for ref in refs])
         return {"marked": 0, "queued_for_marking": len(refs)}
+    counts = {"marked": len(outcome.marked), "failed": len(outcome.nothing_to_mark)}
+    if not outcome.marked:
+        return counts
+    try:
+        aggregate([_aggregation(m) for m in outcome.marked], store=store, clock=clock)
+    except Exception as exc:  # noqa: BLE001 - handed to the aggregation stage, which retries on its own
+        log.warning("statistics for %d marked submission(s) failed in place (%s: %s); queueing them for the "
+                    "aggregator", len(outcome.marked), type(exc).__name__, exc)
+        bus.send_many(AGGREGATION, [messages.aggregation(m.ref, dict(m.test_versions)) for m in outcome.marked])
+        counts["queued_for_aggregation"] = len(outcome.marked)
+    else:
+        counts["completed"] = len(outcome.marked)
+    return counts
+
+
+def _aggregation(marked: Marked) -> dict[str, Any]:
+    """What an aggregation message carries (messages.aggregation), as `aggregate` reads it."""
+    return {**marked.ref.as_json(), "testVersions": dict(marked.test_versions)}
 
 
 def mark(batch: Sequence[dict[str, Any]], *, bus: Bus, store: PipelineStore, clock: Clock = _now) -> dict[str, int]:
-    """The marking stage: submissions the validator handed over (see `_mark_or_hand_over`)."""
-    return _mark([messages.ref_of(data) for data in batch], bus=bus, store=store, at=clock())
+    """The marking stage: submissions the validator handed over (see `_finish_in_place`)."""
+    outcome = _apply_markings([messages.ref_of(data) for data in batch], store=store, at=clock())
+    if outcome.marked:
+        bus.send_many(AGGREGATION, [messages.aggregation(m.ref, dict(m.test_versions)) for m in outcome.marked])
+    return {"marked": len(outcome.marked), "failed": len(outcome.nothing_to_mark)}
 
 
-def _mark(refs: Sequence[SubmissionRef], *, bus: Bus, store: PipelineStore, at: datetime) -> dict[str, int]:
+def _apply_markings(refs: Sequence[SubmissionRef], *, store: PipelineStore, at: datetime) -> MarkingOutcome:
     outcome = store.apply_markings(refs, at)
     if outcome.nothing_to_mark:
         store.record_events([
@@ -157,11 +192,9 @@ def _mark(refs: Sequence[SubmissionRef], *, bus: Bus, store: PipelineStore, at: 
                                  f"submission {ref.submission_id} has no validated results to mark"), at)
             for ref in outcome.nothing_to_mark])
     if outcome.marked:
-        bus.send_many(AGGREGATION, [messages.aggregation(m.ref, dict(m.test_versions)) for m in outcome.marked])
-    if outcome.marked:
         log.info("marked %d submission(s) (%d applied before): %s", len(outcome.marked),
                  sum(not m.newly_applied for m in outcome.marked), " ".join(m.ref.submission_id for m in outcome.marked))
-    return {"marked": len(outcome.marked), "failed": len(outcome.nothing_to_mark)}
+    return outcome
 
 
 def aggregate(batch: Sequence[dict[str, Any]], *, store: PipelineStore, clock: Clock = _now) -> dict[str, int]:
