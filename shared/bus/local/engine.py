@@ -20,6 +20,9 @@ Each operation is one statement: a receive of many takes them all at once, compl
 a batch at once, and a send (of one or many) notifies once, in its transaction; concurrent single
 sends to one queue share such a statement (coalesce.py).
 
+Sends commit durably; lock bookkeeping (receive, renew, complete) does not wait for the WAL flush
+(see sql._NO_FLUSH_WAIT: a crash can only cause a redelivery).
+
 `wait_for_messages` uses LISTEN/NOTIFY on one listening connection per engine (listener.py), so
 idle consumers wake within milliseconds of a send.
 """
@@ -210,7 +213,7 @@ class LocalQueueEngine:
             wanted = max_messages - len(received)
             with self._pool.connection() as conn:
                 rows = conn.execute(statement, {**params, "n": wanted}).fetchall()
-            received.extend(_message(row[1:]) for row in rows if row[0])
+            received.extend(_message(row[1:-1]) for row in rows if row[0])  # last: sql._NO_FLUSH_WAIT
             if len(rows) < wanted or all(row[0] for row in rows):
                 break  # the queue ran out, or nothing was swept aside: no point looking again
         return received
