@@ -6,19 +6,25 @@ receivers' shared listener (status_waiter.py) turns into wake-ups for waiting im
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import fields
+from datetime import datetime
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from shared.domain.submission_status import SETTLED, Event, Status, SubmissionStatus, apply
 
 STATUS_CHANNEL = "submission_status"
 _COLUMNS = [f.name for f in fields(SubmissionStatus) if f.name != "extra"]
-_ASSIGNMENTS = ", ".join(f"{name} = %({name})s" for name in _COLUMNS if name != "submission_id")
-_UPDATE = f"UPDATE submissions SET {_ASSIGNMENTS}, updated_at = now() WHERE submission_id = %(submission_id)s"
+_SET = [name for name in _COLUMNS if name != "submission_id"]
+# Every changed row in one statement: the rows travel as one JSON array (encoded in C), read back in
+# the table's own row type, instead of one parameter set per row (dumped in Python, a tenth of a
+# busy host's CPU).
+_UPDATE_MANY = (f"UPDATE submissions s SET ({', '.join(_SET)}, updated_at) = ({', '.join('r.' + n for n in _SET)}, now())"
+                " FROM jsonb_populate_recordset(NULL::submissions, %s::jsonb) r"
+                " WHERE s.submission_id = r.submission_id")
 
 
 def _from_row(row: dict) -> SubmissionStatus:
@@ -32,16 +38,18 @@ def _from_row(row: dict) -> SubmissionStatus:
     return SubmissionStatus(**values)
 
 
-def _to_params(state: SubmissionStatus) -> dict:
-    params = {name: getattr(state, name) for name in _COLUMNS}
-    params["status"] = str(state.status)
-    for name in ("test_ids", "aggregated_test_ids"):
-        if params[name] is not None:
-            params[name] = list(params[name])
-    params["errors"] = Jsonb(list(state.errors))
-    params["warnings"] = Jsonb(list(state.warnings))
-    params["failure"] = Jsonb(state.failure) if state.failure is not None else None
-    return params
+def _to_json(state: SubmissionStatus) -> dict:
+    """The row as JSON values: timestamps as ISO 8601 text, tuples as arrays."""
+    row: dict = {}
+    for name in _COLUMNS:
+        value = getattr(state, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, tuple):
+            value = list(value)
+        row[name] = value
+    row["status"] = str(state.status)
+    return row
 
 
 def record_events(conn: psycopg.Connection, events: Sequence[Event]) -> list[SubmissionStatus]:
@@ -71,8 +79,7 @@ def record_events(conn: psycopg.Connection, events: Sequence[Event]) -> list[Sub
         after[e.submission_id] = apply(after[e.submission_id], e)
     changed = [state for sid, state in after.items() if state != before[sid]]
     if changed:
-        with conn.cursor() as cur:
-            cur.executemany(_UPDATE, [_to_params(state) for state in changed])
+        conn.execute(_UPDATE_MANY, (json.dumps([_to_json(state) for state in changed]),))
         settled = [s.submission_id for s in changed if s.status in SETTLED and s.status != before[s.submission_id].status]
         if settled:
             conn.execute("SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x", (STATUS_CHANNEL, settled))

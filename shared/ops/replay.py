@@ -22,7 +22,7 @@ from shared.bus.port import Bus
 from shared.bus.queues import NOTIFICATION, VALIDATION
 from shared.ops.retract import RETRACTED_FIELD
 from shared.pipeline import messages
-from shared.pipeline.messages import SubmissionRef
+from shared.pipeline.messages import InlineBody, SubmissionRef
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,10 @@ def start_runs(records: Iterable[Any], bus: Bus) -> list[SubmissionRef]:
         return refs
     bus.send_many(NOTIFICATION, [messages.notification(ref, "received", at=r.received_at.isoformat())
                                  for ref, r in zip(refs, records, strict=True)])
-    bus.send_many(VALIDATION, [messages.validation(ref) for ref in refs])
+    # Small bodies travel inline, as from the receiver: the listing already read them, so the
+    # validator need not read each one back from the vault.
+    bus.send_many(VALIDATION, [messages.validation(ref, InlineBody.of(r), r.received_at)
+                               for ref, r in zip(refs, records, strict=True)])
     for ref in refs:
         log.info("replay: run %s started", ref.run_id, extra={"submission_id": ref.submission_id})
     return refs

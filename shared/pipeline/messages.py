@@ -56,6 +56,15 @@ class InlineBody:
         return body
 
     @classmethod
+    def of(cls, record: Any) -> InlineBody | None:
+        """A vault record's body, if it is stored on the head itself (small bodies), else None."""
+        if getattr(record, "inline", None) is None:
+            return None
+        envelope = getattr(record, "envelope", None)
+        return cls(record.compression, record.inline, record.byte_size, record.sha256,
+                   envelope.as_json() if envelope is not None else None)
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> InlineBody:
         return cls(data["compression"], base64.b64decode(data["data"]), data["byteSize"], data["sha256"],
                    data.get("envelope"))

@@ -62,9 +62,7 @@ def import_document(req: ImportRequest, *, vault: Vault, bus: Bus, source: str, 
         return Problem("storage-unavailable", "the document could not be stored; retry later")
     log.info("vaulted %d bytes (sha256 %s)", record.byte_size, record.sha256[:12],
              extra={"submission_id": submission_id})
-    inline = (InlineBody(record.compression, record.inline, record.byte_size, record.sha256,
-                         record.envelope.as_json() if record.envelope is not None else None)
-              if record.inline is not None else None)
+    inline = InlineBody.of(record)
     try:
         bus.send(VALIDATION, messages.validation(ref, inline, received_at))
     except Exception as exc:

@@ -1,5 +1,9 @@
 """The queue-triggered stages: validate, mark, aggregate (batches) and notify.
 
+The validator marks what it accepted and brings the statistics up to date in the same invocation;
+the marking and aggregation stages only take over the submissions for which that failed there
+(see `_finish_in_place`).
+
 Each takes the decoded messages of one batch and the ports it needs, works set-based (one store
 transaction, one send per batch), and records the status transitions it causes itself. Every stage
 is safe to run again for the same messages (queues deliver at least once).
@@ -25,7 +29,16 @@ from shared.domain.results_document import parse_results_document
 from shared.domain.submission_status import Event
 from shared.pipeline import messages
 from shared.pipeline.messages import InlineBody, SubmissionRef
-from shared.pipeline.ports import Accepted, Bus, Failure, PipelineStore, Rejected, Vault
+from shared.pipeline.ports import (
+    Accepted,
+    Bus,
+    Failure,
+    Marked,
+    MarkingOutcome,
+    PipelineStore,
+    Rejected,
+    Vault,
+)
 from shared.vault.body import open_stream
 from shared.vault.crypto import Envelope
 from shared.vault.model import FORMAT_ENCRYPTED, FORMAT_PLAIN, VaultCorruptionError, VaultRecord
@@ -117,20 +130,65 @@ def validate(batch: Sequence[dict[str, Any]], *, vault: Vault, bus: Bus, store: 
     store.record_validation(accepted, rejected)
     if failed:
         store.record_events(failed)
-    if accepted:
-        # Sent again on a redelivery: the message ids are the same, so duplicate detection drops them.
-        bus.send_many(MARKING, [messages.marking(a.ref) for a in accepted])
     # One line per batch (the ids in it), not per submission: logging was a tenth of a busy host's CPU.
     if accepted:
         log.info("validated %d submission(s): %s", len(accepted), " ".join(a.ref.submission_id for a in accepted))
     for r in rejected:
         log.info("rejected: %d problem(s)", r.error_count, extra={"submission_id": r.ref.submission_id})
-    return {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
+    counts = {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
+    if accepted:
+        for key, n in _finish_in_place([a.ref for a in accepted], bus=bus, store=store, clock=clock).items():
+            counts[key] = counts.get(key, 0) + n
+    return counts
+
+
+def _finish_in_place(refs: list[SubmissionRef], *, bus: Bus, store: PipelineStore,
+                     clock: Clock) -> dict[str, int]:
+    """Mark what was just validated and bring its tests' statistics up to date, in the same
+    invocation: no queue hops (sends, receives, settles) between the stages of a submission.
+
+    If marking fails here, the marking stage takes over (its messages go to the marker, whose
+    batches isolate the failing submission, retry it and dead-letter it on its own); if the
+    statistics fail, the aggregation stage takes over the same way. What was committed here is not
+    repeated. Every message id is fixed per (submission, run, stage), so a redelivered validation
+    adds no duplicates.
+    """
+    try:
+        outcome = _apply_markings(refs, store=store, at=clock())
+    except Exception as exc:  # noqa: BLE001 - handed to the marking stage, which retries on its own
+        log.warning("marking %d validated submission(s) in place failed (%s: %s); queueing them for the marker",
+                    len(refs), type(exc).__name__, exc)
+        bus.send_many(MARKING, [messages.marking(ref) for ref in refs])
+        return {"marked": 0, "queued_for_marking": len(refs)}
+    counts = {"marked": len(outcome.marked), "failed": len(outcome.nothing_to_mark)}
+    if not outcome.marked:
+        return counts
+    try:
+        aggregate([_aggregation(m) for m in outcome.marked], store=store, clock=clock)
+    except Exception as exc:  # noqa: BLE001 - handed to the aggregation stage, which retries on its own
+        log.warning("statistics for %d marked submission(s) failed in place (%s: %s); queueing them for the "
+                    "aggregator", len(outcome.marked), type(exc).__name__, exc)
+        bus.send_many(AGGREGATION, [messages.aggregation(m.ref, dict(m.test_versions)) for m in outcome.marked])
+        counts["queued_for_aggregation"] = len(outcome.marked)
+    else:
+        counts["completed"] = len(outcome.marked)
+    return counts
+
+
+def _aggregation(marked: Marked) -> dict[str, Any]:
+    """What an aggregation message carries (messages.aggregation), as `aggregate` reads it."""
+    return {**marked.ref.as_json(), "testVersions": dict(marked.test_versions)}
 
 
 def mark(batch: Sequence[dict[str, Any]], *, bus: Bus, store: PipelineStore, clock: Clock = _now) -> dict[str, int]:
-    refs = [messages.ref_of(data) for data in batch]
-    at = clock()
+    """The marking stage: submissions the validator handed over (see `_finish_in_place`)."""
+    outcome = _apply_markings([messages.ref_of(data) for data in batch], store=store, at=clock())
+    if outcome.marked:
+        bus.send_many(AGGREGATION, [messages.aggregation(m.ref, dict(m.test_versions)) for m in outcome.marked])
+    return {"marked": len(outcome.marked), "failed": len(outcome.nothing_to_mark)}
+
+
+def _apply_markings(refs: Sequence[SubmissionRef], *, store: PipelineStore, at: datetime) -> MarkingOutcome:
     outcome = store.apply_markings(refs, at)
     if outcome.nothing_to_mark:
         store.record_events([
@@ -138,11 +196,9 @@ def mark(batch: Sequence[dict[str, Any]], *, bus: Bus, store: PipelineStore, clo
                                  f"submission {ref.submission_id} has no validated results to mark"), at)
             for ref in outcome.nothing_to_mark])
     if outcome.marked:
-        bus.send_many(AGGREGATION, [messages.aggregation(m.ref, dict(m.test_versions)) for m in outcome.marked])
-    if outcome.marked:
         log.info("marked %d submission(s) (%d applied before): %s", len(outcome.marked),
                  sum(not m.newly_applied for m in outcome.marked), " ".join(m.ref.submission_id for m in outcome.marked))
-    return {"marked": len(outcome.marked), "failed": len(outcome.nothing_to_mark)}
+    return outcome
 
 
 def aggregate(batch: Sequence[dict[str, Any]], *, store: PipelineStore, clock: Clock = _now) -> dict[str, int]:

@@ -26,8 +26,6 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO
 
-import requests
-import requests.adapters
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
@@ -35,7 +33,6 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.vault import body as bodies
@@ -56,6 +53,7 @@ from shared.vault.model import (
     plain_datetime,
 )
 from shared.vault.status import decode_property, encode_fields, visible_status
+from shared.vault.transport import HttpClientTransport
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -65,18 +63,15 @@ __all__ = ["TableVault", "VaultCorruptionError", "VaultError", "VaultRecord"]
 
 # Fail fast when storage is unreachable (health checks, receiver) instead of retrying for minutes.
 _CLIENT_OPTIONS = {"connection_timeout": 10, "retry_total": 3}
-# One client per process is shared by every request thread; requests' default pool of 10 sockets
-# made busy hosts discard and reopen connections ("Connection pool is full").
+# One client per process is shared by every request thread: keep up to this many idle connections.
 HTTP_POOL_SIZE = 64
 
 
-def _transport() -> RequestsTransport:
-    session = requests.Session()
-    session.trust_env = False  # no proxy or .netrc look-ups from the environment on every request
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=HTTP_POOL_SIZE)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return RequestsTransport(session=session, session_owner=True)
+def _transport() -> HttpClientTransport:
+    """http.client rather than requests: a third of the CPU per Table request (see transport.py)."""
+    return HttpClientTransport(connection_timeout=_CLIENT_OPTIONS["connection_timeout"], pool_size=HTTP_POOL_SIZE)
+
+
 _HEADS_ONLY = f"FormatVersion ge {FORMAT_PLAIN}"  # chunk entities and tombstones have no FormatVersion
 _STATUS_RETRIES = 10
 INLINE_BYTES = 48 * 1024  # a binary property holds 64 KiB; stay well inside it

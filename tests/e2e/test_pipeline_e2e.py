@@ -110,8 +110,10 @@ def test_respond_async_then_status(host):
     assert final["receivedAt"] and final["validatedAt"] and final["markedAt"] and final["completedAt"]
     # One search for the submission id shows its whole path through the stages.
     path = [line for line in host.log().splitlines() if body["submissionId"] in line]
-    for stage in ("receiver", "validator", "marker", "aggregator"):
+    for stage in ("receiver", "validator"):  # the validator marks and aggregates, too
         assert any(f"[{stage} " in line for line in path), stage
+    assert any("[validator " in line and "marked 1 submission(s)" in line for line in path)
+    assert any("[validator " in line and "statistics of 1 test(s)" in line for line in path)
 
 
 @pytest.mark.slow

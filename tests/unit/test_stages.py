@@ -50,7 +50,8 @@ def test_a_batch_completes_every_submission_with_one_recomputation_per_test(port
     assert [store.states[s].status for s in sids] == ["completed"] * 5
     assert sorted(store.recomputations) == ["t", "u"]  # coalesced over the batch
     assert store.statistics("t").count == 5 and store.statistics("u").count == 1
-    assert len(bus.on(MARKING)) == 5 and len(bus.on(AGGREGATION)) == 5  # one message per submission
+    # marked and aggregated by the validator, in the same invocation: nothing for the other stages
+    assert bus.on(MARKING) == [] and bus.on(AGGREGATION) == []
     assert vault.reads == 0  # small bodies came inline with the validation message
 
 
@@ -87,7 +88,7 @@ def test_redelivering_every_stage_changes_nothing(ports):
     before = (dict(store.best), dict(store.versions), store.states[sid])
     run_all(ports)  # every message again, as at-least-once delivery may
     assert (dict(store.best), dict(store.versions), store.states[sid]) == before
-    assert len(bus.on(AGGREGATION)) == 1  # the re-sent messages carried the same ids
+    assert store.recomputations == ["t"]  # the second time, the statistics were already current
 
 
 def test_a_missing_vault_entry_fails_permanently(ports):
@@ -164,10 +165,57 @@ def test_status_moves_in_order_and_records_each_stage_time(ports):
     sid = receive(ports, make_document([GOOD]))
     vault, bus, _ = ports
     stages.validate(bodies(bus, VALIDATION), vault=vault, bus=bus, store=store, clock=lambda: next(times))
-    assert store.states[sid].status == "validated"
-    stages.mark(bodies(bus, MARKING), bus=bus, store=store, clock=lambda: next(times))
-    assert store.states[sid].status == "validated" and store.states[sid].marked_at is not None
-    stages.aggregate(bodies(bus, AGGREGATION), store=store, clock=lambda: next(times))
     state = store.states[sid]
     assert state.status == "completed"
     assert state.received_at < state.validated_at < state.marked_at < state.completed_at
+
+
+def test_the_validator_marks_in_place_and_hands_over_to_the_marker_when_that_fails(ports):
+    vault, bus, store = ports
+    sids = [receive(ports, make_document([{**GOOD, "student_number": str(i)}])) for i in range(3)]
+    real_apply, calls = store.apply_markings, []
+
+    def failing_once(refs, at):
+        calls.append([r.submission_id for r in refs])
+        if len(calls) == 1:
+            raise ConnectionError("lost the connection mid-marking")
+        return real_apply(refs, at)
+
+    store.apply_markings = failing_once
+    counts = stages.validate(bodies(bus, VALIDATION), vault=vault, bus=bus, store=store)
+    assert counts == {"validated": 3, "rejected": 0, "failed": 0, "marked": 0, "queued_for_marking": 3}
+    assert [store.states[s].status for s in sids] == ["validated"] * 3  # the validation itself stands
+    assert [m["submissionId"] for m in bodies(bus, MARKING)] == sids and bus.on(AGGREGATION) == []
+    assert stages.mark(bodies(bus, MARKING), bus=bus, store=store) == {"marked": 3, "failed": 0}
+    stages.aggregate(bodies(bus, AGGREGATION), store=store)
+    assert [store.states[s].status for s in sids] == ["completed"] * 3 and calls == [sids, sids]
+
+
+def test_a_redelivered_validation_marks_again_without_duplicates(ports):
+    vault, bus, store = ports
+    sid = receive(ports, make_document([GOOD]))
+    batch = bodies(bus, VALIDATION)
+    assert stages.validate(batch, vault=vault, bus=bus, store=store)["marked"] == 1
+    assert stages.validate(batch, vault=vault, bus=bus, store=store)["marked"] == 1  # at-least-once delivery
+    assert bus.on(AGGREGATION) == [] and bus.on(MARKING) == []
+    assert store.states[sid].status == "completed" and store.statistics("t").count == 1
+    assert store.recomputations == ["t"]
+
+
+def test_the_validator_hands_over_to_the_aggregator_when_the_statistics_fail_in_place(ports):
+    vault, bus, store = ports
+    sids = [receive(ports, make_document([{**GOOD, "student_number": str(i)}])) for i in range(2)]
+    real_refresh = store.refresh_statistics
+
+    def failing_once(needed):
+        store.refresh_statistics = real_refresh
+        raise ConnectionError("lost the connection mid-recompute")
+
+    store.refresh_statistics = failing_once
+    counts = stages.validate(bodies(bus, VALIDATION), vault=vault, bus=bus, store=store)
+    assert counts == {"validated": 2, "rejected": 0, "failed": 0, "marked": 2, "queued_for_aggregation": 2}
+    assert [store.states[s].marked_at is not None for s in sids] == [True, True]  # the marking stands
+    assert [store.states[s].status for s in sids] == ["validated"] * 2
+    assert [m["submissionId"] for m in bodies(bus, AGGREGATION)] == sids and bus.on(MARKING) == []
+    stages.aggregate(bodies(bus, AGGREGATION), store=store)
+    assert [store.states[s].status for s in sids] == ["completed"] * 2 and store.statistics("t").count == 2

@@ -17,7 +17,11 @@ nobody took the message since), the token raises LockLostError, as Service Bus r
 A message moved to the dead-letter sub-queue gets a new sequence number there, as in Service Bus.
 
 Each operation is one statement: a receive of many takes them all at once, complete_many settles
-a batch at once, and a send (of one or many) notifies once, in its transaction.
+a batch at once, and a send (of one or many) notifies once, in its transaction; concurrent single
+sends to one queue share such a statement (coalesce.py).
+
+Sends commit durably; lock bookkeeping (receive, renew, complete) does not wait for the WAL flush
+(see sql._NO_FLUSH_WAIT: a crash can only cause a redelivery).
 
 `wait_for_messages` uses LISTEN/NOTIFY on one listening connection per engine (listener.py), so
 idle consumers wake within milliseconds of a send.
@@ -35,6 +39,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from shared.bus.local import sql
+from shared.bus.local.coalesce import SendCoalescer
 from shared.bus.local.listener import Listener, channel_name
 from shared.bus.port import OutgoingMessage, QueueCounts
 from shared.bus.queues import QueueDefinition, queue_definitions
@@ -126,6 +131,7 @@ class LocalQueueEngine:
         self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
         self._last_purge: dict[str, float] = {}
+        self._coalescer = SendCoalescer(self.send_many)
 
     def _queue(self, queue: str) -> QueueDefinition:
         definition = self.queues.get(queue)
@@ -145,7 +151,9 @@ class LocalQueueEngine:
     # --- sending ---------------------------------------------------------------------------------
 
     def send(self, queue: str, message: OutgoingMessage) -> None:
-        self.send_many(queue, [message])
+        """Concurrent sends to one queue share a statement (coalesce.py); an idle send goes at once."""
+        self._queue(queue)
+        self._coalescer.send(queue, message)
 
     def send_many(self, queue: str, messages: list[OutgoingMessage]) -> None:
         """All messages in one transaction; ids already seen within the window are dropped."""
@@ -205,7 +213,7 @@ class LocalQueueEngine:
             wanted = max_messages - len(received)
             with self._pool.connection() as conn:
                 rows = conn.execute(statement, {**params, "n": wanted}).fetchall()
-            received.extend(_message(row[1:]) for row in rows if row[0])
+            received.extend(_message(row[1:-1]) for row in rows if row[0])  # last: sql._NO_FLUSH_WAIT
             if len(rows) < wanted or all(row[0] for row in rows):
                 break  # the queue ran out, or nothing was swept aside: no point looking again
         return received

@@ -16,6 +16,14 @@ def _text(statement: sql.Composable) -> str:
     return statement.as_string(None)
 
 
+# Lock bookkeeping (receive, renew, complete) commits without waiting for its WAL flush. A crash can
+# lose only the last such changes, and losing one means a message is delivered again, which every
+# consumer tolerates (at-least-once). Nothing durable can depend on a lost one: WAL is flushed in
+# order, so any later ordinary commit (a stage's work, a send) flushes it too. Evaluated per row,
+# so a statement that changed nothing changes no setting (and such a transaction flushes nothing).
+_NO_FLUSH_WAIT = "set_config('synchronous_commit', 'off', true)"
+
+
 # The ReceivedMessage fields, in order, for a row aliased `alias`. A peek holds no lock, so it shows
 # no token, and a lock that ran out as none.
 _FIELDS = """{a}.queue, {a}.sequence_number, {a}.message_id, {a}.body, {a}.content_type, {a}.correlation_id,
@@ -135,7 +143,7 @@ WITH picked AS (
     WHERE m.sequence_number = p.sequence_number AND NOT p.expired AND NOT p.exhausted
     RETURNING m.*
 )
-SELECT l.lock_token IS NOT NULL, {fields}
+SELECT l.lock_token IS NOT NULL, {fields}, """ + _NO_FLUSH_WAIT + """
 FROM picked p LEFT JOIN live l USING (sequence_number)
 ORDER BY p.sequence_number
 """
@@ -173,22 +181,19 @@ WHERE queue = %(queue)s AND state = 'active'
 RENEW_LOCK = """
 UPDATE bus.messages SET locked_until = now() + %(lock)s, visible_at = now() + %(lock)s
 WHERE queue = %(queue)s AND lock_token = %(token)s AND locked_until > now()
-RETURNING locked_until
-"""
+RETURNING locked_until, """ + _NO_FLUSH_WAIT
 
 # %(queue)s %(token)s. One token on its own: `= ANY(array)` costs a third more per message.
 COMPLETE = """
 DELETE FROM bus.messages
 WHERE queue = %(queue)s AND lock_token = %(token)s AND locked_until > now()
-RETURNING lock_token
-"""
+RETURNING lock_token, """ + _NO_FLUSH_WAIT
 
 # %(queue)s %(tokens)s: every held token of the list in one statement; answers the ones completed.
 COMPLETE_MANY = """
 DELETE FROM bus.messages
 WHERE queue = %(queue)s AND lock_token = ANY(%(tokens)s::uuid[]) AND locked_until > now()
-RETURNING lock_token
-"""
+RETURNING lock_token, """ + _NO_FLUSH_WAIT
 
 # %(queue)s %(token)s %(max_delivery)s %(description)s: releases the lock; after the last allowed
 # delivery the message is dead-lettered instead. Two updates of disjoint rows, since only DEFAULT may

@@ -1,0 +1,110 @@
+"""The vault's http.client transport: keep-alive reuse, a connection closed while idle, errors."""
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.transport import HttpRequest
+
+from shared.vault.transport import HttpClientTransport
+
+
+class TinyServer:
+    """Answers each request with 200 and the request body; `close_after` answers per connection,
+    after which it closes the connection without saying so (as an idle timeout does)."""
+
+    def __init__(self, close_after: int | None = None, answer: bytes | None = None) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.close_after = close_after
+        self.answer = answer
+        self.connections = 0
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            served = 0
+            while self.close_after is None or served < self.close_after:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                               if h.lower().startswith(b"content-length")), 0)
+                body = reader.read(length)
+                self.requests.append(head.split(b"\r\n")[0] + b" " + body)
+                if self.answer is not None:
+                    conn.sendall(self.answer)
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+                served += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def transport() -> Iterator[HttpClientTransport]:
+    with HttpClientTransport(connection_timeout=2, read_timeout=2) as t:
+        yield t
+
+
+def post(transport: HttpClientTransport, port: int, body: str):
+    request = HttpRequest("POST", f"http://127.0.0.1:{port}/devstoreaccount1/vault?x=1")
+    request.set_bytes_body(body.encode())
+    return transport.send(request)
+
+
+def test_requests_share_one_kept_alive_connection(transport):
+    server = TinyServer()
+    try:
+        answers = [post(transport, server.port, f"entity {i}") for i in range(3)]
+        assert [(a.status_code, a.body()) for a in answers] == [(200, f"entity {i}".encode()) for i in range(3)]
+        assert answers[0].headers["content-type"] == "text/plain"
+        assert server.requests[0] == b"POST /devstoreaccount1/vault?x=1 HTTP/1.1 entity 0"
+        assert server.connections == 1
+    finally:
+        server.close()
+
+
+def test_a_connection_closed_while_idle_is_replaced_and_the_request_sent_once(transport):
+    server = TinyServer(close_after=1)
+    try:
+        assert post(transport, server.port, "first").body() == b"first"
+        assert post(transport, server.port, "second").body() == b"second"  # the pooled one was dead
+        assert [r.split(b" ")[-1] for r in server.requests] == [b"first", b"second"]
+        assert server.connections == 2
+    finally:
+        server.close()
+
+
+def test_no_listener_is_a_request_error(transport):
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    with pytest.raises(ServiceRequestError):
+        post(transport, port, "x")
+
+
+def test_a_garbled_answer_is_a_response_error(transport):
+    server = TinyServer(answer=b"NONSENSE\r\n\r\n")
+    try:
+        with pytest.raises(ServiceResponseError):
+            post(transport, server.port, "x")
+    finally:
+        server.close()
