@@ -290,3 +290,9 @@ class TableVault:
         for entity in self.table.query_entities(" and ".join(clauses)):
             yield _record(entity)
 
+    def ids(self, source: str, *, start: str = "", stop: str) -> Iterator[str]:
+        """Ids of `source` in [start, stop): a key-range query on one partition, RowKey only."""
+        query = (f"PartitionKey eq {odata_string(check_source(source))}"
+                 f" and RowKey ge {odata_string(start)} and RowKey lt {odata_string(stop)}")
+        for entity in self.table.query_entities(query, select=["RowKey"]):
+            yield str(entity["RowKey"])
