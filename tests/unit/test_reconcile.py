@@ -119,3 +119,19 @@ def test_id_floor_orders_ids_by_receipt_time() -> None:
     sid = str(ULID.from_datetime(at))
     ms = rec.id_ms(sid)
     assert rec.id_floor(ms) <= sid < rec.id_floor(ms + 1)
+
+
+def test_the_housekeeping_timer_runs_both_steps_even_when_the_first_fails(monkeypatch) -> None:
+    from functions import dead_letter_sweeper as timer
+
+    ran = []
+
+    def sweep_down() -> None:
+        ran.append("sweep")
+        raise ConnectionError("bus admin unreachable")
+
+    monkeypatch.setattr(timer, "_sweep", sweep_down)
+    monkeypatch.setattr(timer, "_reconcile", lambda: ran.append("reconcile"))
+    with pytest.raises(ConnectionError):
+        timer.housekeeping()
+    assert ran == ["sweep", "reconcile"]

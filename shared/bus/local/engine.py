@@ -117,8 +117,9 @@ class LocalQueueEngine:
     """Implements shared.bus.port.Bus, plus the receive side that the local host's triggers use."""
 
     def __init__(self, database_url: str, queues: dict[str, QueueDefinition] | None = None,
-                 pool: ConnectionPool | None = None):
+                 pool: ConnectionPool | None = None, password=None):
         self.database_url = database_url
+        self._password = password  # for the LISTEN connection: the app pool's password provider
         self.queues: dict[str, QueueDefinition] = dict(queues if queues is not None else queue_definitions())
         # The app passes its process pool (shared/bootstrap.py); standalone engines own a small one.
         self._owns_pool = pool is None
@@ -238,7 +239,7 @@ class LocalQueueEngine:
     def _ensure_listener(self) -> Listener:
         with self._listener_lock:
             if self._listener is None:
-                self._listener = Listener(self.database_url, list(self.queues))
+                self._listener = Listener(self.database_url, list(self.queues), self._password)
                 self._listener.start()
             return self._listener
 
