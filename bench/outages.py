@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg  # noqa: E402
 
 from bench.harness import BenchStack, install_sigterm_as_interrupt, percentile  # noqa: E402
-from devhost.stack import azurite_connection_string, free_port, port_open  # noqa: E402
+from devhost.stack import azurite_connection_string, port_open  # noqa: E402
 from shared.domain.scoring_policy import BestMarks  # noqa: E402
 from tests.documents import make_document  # noqa: E402
 
@@ -128,32 +128,38 @@ def wait_final(base: str, ids: list[str], timeout: float) -> dict[str, str]:
 
 class CuttableLink:
     """A TCP forwarder in front of Azurite. cut(seconds) makes it vanish as a stopped Azurite would:
-    live connections are reset and new ones refused, then it listens again on the same port."""
+    live connections are reset, and new ones are reset as soon as they are accepted, for `seconds`.
+    (Closing the listener instead can strand a connection in its accept queue, never answered.)"""
 
     def __init__(self, target_port: int) -> None:
         self.target = target_port
-        self.port = free_port()
+        self._cut_until = 0.0
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._listen()
+        self._server = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _listen(self) -> None:
-        self._server = socket.socket()
-        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._server.bind(("127.0.0.1", self.port))
-        self._server.listen(256)
-        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+    @staticmethod
+    def _reset(sock: socket.socket) -> None:
+        # shutdown() first: a bare close() while a pump thread sits in recv() on the socket sends
+        # nothing, leaving the peer waiting for an answer until its read timeout.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
 
-    def _accept(self, server: socket.socket) -> None:
+    def _accept(self) -> None:
         while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return  # closed by cut()
+            client, _ = self._server.accept()
+            if time.monotonic() < self._cut_until:
+                self._reset(client)
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target))
             except OSError:
-                client.close()
+                self._reset(client)
                 continue
             with self._lock:
                 self._conns |= {client, upstream}
@@ -173,20 +179,15 @@ class CuttableLink:
                 self._conns.discard(sock)
 
     def cut(self, seconds: float) -> float:
-        """Refuse and reset for `seconds`; returns how long the port was really closed."""
-        started = time.perf_counter()
-        with contextlib.suppress(OSError):
-            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it, then the port is free
-        self._server.close()
+        """Reset everything for `seconds`; returns how long the cut lasted."""
+        started = time.monotonic()
+        self._cut_until = started + seconds
         with self._lock:
             conns, self._conns = list(self._conns), set()
         for sock in conns:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
-                sock.close()
+            self._reset(sock)
         time.sleep(seconds)
-        self._listen()
-        return time.perf_counter() - started
+        return time.monotonic() - started
 
 
 def storage_outage(stack: BenchStack, link: CuttableLink, n: int, seed: int, cut: float, restart: bool) -> None:
@@ -196,10 +197,13 @@ def storage_outage(stack: BenchStack, link: CuttableLink, n: int, seed: int, cut
     answers: dict[int, int] = {}
     lock = threading.Lock()
     outage: dict[str, float] = {}
+    stopping = threading.Event()
 
     def post(i: int) -> None:
         body = make_document(docs[i])
         for _ in range(60):
+            if stopping.is_set():
+                return
             code, data, hdrs, _ = request(base, "POST", "/api/import", body, {**XML, "Prefer": "respond-async"})
             with lock:
                 answers[code] = answers.get(code, 0) + 1
@@ -229,7 +233,8 @@ def storage_outage(stack: BenchStack, link: CuttableLink, n: int, seed: int, cut
     try:
         list(pool.map(post, range(n)))
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # on Ctrl-C, no queued document is still sent
+        stopping.set()  # on Ctrl-C: no queued document is sent, no client retries
+        pool.shutdown(wait=False, cancel_futures=True)
     killer.join()
     posted = time.perf_counter() - started
     how = "stopped (SIGINT) and restarted" if restart else "unreachable (connections reset, new ones refused)"
