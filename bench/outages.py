@@ -79,12 +79,12 @@ def request(base: str, method: str, path: str, body: bytes | None = None, header
 # ------------------------------------------------------------------------------------------ oracle
 
 
-def documents(n: int, tests: int, seed: int) -> list[list[dict]]:
+def documents(n: int, tests: int, seed: int, first_test: int) -> list[list[dict]]:
     """n small documents over `tests` tests; students repeat across documents (re-scans)."""
     rng = random.Random(seed)
     docs = []
     for _ in range(n):
-        test = str(7000 + rng.randrange(tests))
+        test = str(first_test + rng.randrange(tests))
         docs.append([{"test_id": test, "student_number": f"{rng.randrange(60):04d}",
                       "available": (a := rng.choice((10, 20, 25))), "obtained": rng.randint(0, a)}
                      for _ in range(rng.randint(1, 4))])
@@ -192,7 +192,7 @@ class CuttableLink:
 
 def storage_outage(stack: BenchStack, link: CuttableLink, n: int, seed: int, cut: float, restart: bool) -> None:
     base = stack.root_url
-    docs = documents(n, tests=5, seed=seed)
+    docs = documents(n, tests=5, seed=seed, first_test=7100 if restart else 7000)  # tests of its own
     accepted: dict[int, str] = {}
     answers: dict[int, int] = {}
     lock = threading.Lock()
