@@ -9,6 +9,12 @@ dead-lettered after maxDeliveryCount with its own reason (MaxDeliveryCountExceed
 as description). Before raising it waits (RETRY_BACKOFF), because an abandoned message comes
 back at once and ten quick failures would burn every delivery within a second of an outage.
 A batch in which every message fails raises as a whole (an outage): it is redelivered as it was.
+
+A message that does not match its schema can never succeed: it is dead-lettered at once with reason
+INVALID_MESSAGE and the schema error as description, so it shows in the dead-letter counts. Where
+the bus cannot settle a trigger's message (Azure Service Bus: only the Functions host can), a batch
+moves it to the retry queue, and a single-message trigger raises at once, without backing off: the
+broker dead-letters it after maxDeliveryCount quick deliveries (MaxDeliveryCountExceeded).
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from typing import Any
 import azure.functions as func
 
 from shared.bootstrap import services
-from shared.bus.port import OutgoingMessage
+from shared.bus.port import DeadLetterUnsupported, OutgoingMessage
 from shared.bus.queues import retry_queue
 from shared.pipeline import messages
 from shared.pipeline.stages import isolate
@@ -30,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[dict[str, Any]]], Any]
 MAX_MESSAGE_ID = 128
+INVALID_MESSAGE = "MessageSchemaInvalid"  # dead-letter reason of a message that fails its schema
 
 
 def retry_backoff(delivery_count: int, cap: float = 30.0) -> float:
@@ -38,14 +45,28 @@ def retry_backoff(delivery_count: int, cap: float = 30.0) -> float:
     return float(min(2 ** max(delivery_count - 1, 0), cap))
 
 
-def _decode(queue: str, msg: func.ServiceBusMessage) -> dict[str, Any] | None:
+def _dead_letter_invalid(queue: str, msg: func.ServiceBusMessage, error: Exception) -> bool:
+    """Dead-letter a message that fails its schema; False where the bus cannot (see above)."""
+    try:
+        services().bus.dead_letter_held(queue, msg.lock_token, INVALID_MESSAGE, str(error)[:4000])
+    except DeadLetterUnsupported:
+        log.error("message %s from %s does not match its schema; the broker dead-letters it after its "
+                  "deliveries: %s", msg.message_id, queue, error, extra={"submission_id": msg.correlation_id})
+        return False
+    log.error("dead-lettered message %s from %s: %s", msg.message_id, queue, error,
+              extra={"submission_id": msg.correlation_id})
+    return True
+
+
+def _decode_one(queue: str, msg: func.ServiceBusMessage) -> dict[str, Any] | None:
+    """The message's data; None once it was dead-lettered as invalid. Raises (InvalidMessageError, at
+    once: retries cannot help) where it cannot be dead-lettered here."""
     try:
         return messages.decode(queue, msg.get_body())
     except messages.InvalidMessageError as exc:
-        # Can never succeed: logged once at error level and completed (retries would only burn).
-        log.error("dropping message %s from %s: %s", msg.message_id, queue, exc,
-                  extra={"submission_id": msg.correlation_id})
-        return None
+        if _dead_letter_invalid(queue, msg, exc):
+            return None
+        raise
 
 
 def retry_copy(queue: str, msg: func.ServiceBusMessage, error: Exception) -> OutgoingMessage:
@@ -59,10 +80,15 @@ def retry_copy(queue: str, msg: func.ServiceBusMessage, error: Exception) -> Out
 
 
 def consume_batch(queue: str, batch: list[func.ServiceBusMessage], handle: Handler) -> None:
-    decoded = [(msg, data) for msg in batch if (data := _decode(queue, msg)) is not None]
-    if not decoded:
-        return
-    failed = isolate(decoded, lambda items: handle([data for _, data in items]))
+    decoded, failed = [], []
+    for msg in batch:
+        try:
+            decoded.append((msg, messages.decode(queue, msg.get_body())))
+        except messages.InvalidMessageError as exc:
+            if not _dead_letter_invalid(queue, msg, exc):
+                failed.append(((msg, None), exc))  # to the retry queue, whose trigger raises at once
+    if decoded:
+        failed += isolate(decoded, lambda items: handle([data for _, data in items]))
     if failed:
         for (msg, _), exc in failed:
             log.warning("moving message %s to %s: %s: %s", msg.message_id, retry_queue(queue),
@@ -72,7 +98,7 @@ def consume_batch(queue: str, batch: list[func.ServiceBusMessage], handle: Handl
 
 
 def consume_retry(queue: str, msg: func.ServiceBusMessage, handle: Handler) -> None:
-    data = _decode(queue, msg)
+    data = _decode_one(queue, msg)
     if data is None:
         return
     with submission_context(data["submissionId"]):
@@ -84,7 +110,7 @@ def consume_retry(queue: str, msg: func.ServiceBusMessage, handle: Handler) -> N
 
 
 def consume_one(queue: str, msg: func.ServiceBusMessage, handle: Handler) -> None:
-    data = _decode(queue, msg)
+    data = _decode_one(queue, msg)
     if data is not None:
         with submission_context(data["submissionId"]):
             handle([data])

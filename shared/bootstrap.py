@@ -106,7 +106,7 @@ class Services:
             raise RuntimeError(f"MARKR_BUS must be 'local' or 'azure', not {s.bus!r}")
         from shared.bus.local import LocalQueueEngine
 
-        return LocalQueueEngine(s.database_url, pool=self.pool)
+        return LocalQueueEngine(s.database_url, pool=self.pool, password=self.db_password)
 
     @cached_property
     def bus_admin(self) -> Any:

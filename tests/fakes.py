@@ -51,6 +51,9 @@ class FakeVault:
     def list(self, *, source=None, since=None):
         return iter(sorted(self.records.values(), key=lambda r: (r.source, r.submission_id)))
 
+    def ids(self, source, *, start="", stop):
+        return iter(sorted(sid for (src, sid) in self.records if src == source and start <= sid < stop))
+
     def read_body(self, record):
         return bodies.decompress(record, self.stored[(record.source, record.submission_id)])
 
@@ -85,6 +88,8 @@ class FakeBus:
         self.sent: list[tuple[str, OutgoingMessage]] = []
         self.fail_sends = False
         self._seen: set[tuple[str, str]] = set()
+        self.settles = True  # False: dead_letter raises DeadLetterUnsupported, as on Azure
+        self.dead_lettered: list[tuple[str, str, str, str | None]] = []
 
     def send(self, queue: str, message: OutgoingMessage) -> None:
         self.send_many(queue, [message])
@@ -96,6 +101,13 @@ class FakeBus:
             if (queue, m.message_id) not in self._seen:  # duplicate detection
                 self._seen.add((queue, m.message_id))
                 self.sent.append((queue, m))
+
+    def dead_letter_held(self, queue: str, lock_token: str, reason: str, description: str | None = None) -> None:
+        if not self.settles:
+            from shared.bus.port import DeadLetterUnsupported
+
+            raise DeadLetterUnsupported("this bus cannot settle a trigger's message")
+        self.dead_lettered.append((queue, lock_token, reason, description))
 
     def on(self, queue: str) -> list[OutgoingMessage]:
         return [m for q, m in self.sent if q == queue]

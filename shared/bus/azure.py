@@ -37,7 +37,7 @@ from shared.bus.dead_letters import (
     resubmission,
     resubmit_id,
 )
-from shared.bus.port import DeadLetter, OutgoingMessage, QueueCounts, ResubmitResult
+from shared.bus.port import DeadLetter, DeadLetterUnsupported, OutgoingMessage, QueueCounts, ResubmitResult
 from shared.bus.queues import VALIDATION
 
 PAGE = 100
@@ -160,6 +160,10 @@ class AzureServiceBus:
                 batch.add_message(message)
         if len(batch):
             sender.send_messages(batch)
+
+    def dead_letter_held(self, queue: str, lock_token: str, reason: str, description: str | None = None) -> None:
+        # A lock belongs to the receive link that took the message: the Functions host's.
+        raise DeadLetterUnsupported("a Python trigger's message can only be settled by the Functions host")
 
     def ping(self) -> None:
         """Open (or reuse) the link to the first pipeline queue: proves DNS, AMQP, auth and the queue."""

@@ -44,12 +44,21 @@ class QueueCounts:
                 "oldestActiveEnqueuedUtc": oldest.isoformat() if oldest else None}
 
 
+class DeadLetterUnsupported(Exception):
+    """The bus cannot settle a message that a trigger holds (Azure Service Bus: only the Functions
+    host's own receive link can, and Python triggers get no settlement actions)."""
+
+
 class Bus(Protocol):
     def send(self, queue: str, message: OutgoingMessage) -> None:
         """Send one message. Raises on failure (transient: the caller's trigger retries)."""
 
     def send_many(self, queue: str, messages: list[OutgoingMessage]) -> None:
         """Send several messages to one queue."""
+
+    def dead_letter_held(self, queue: str, lock_token: str, reason: str, description: str | None = None) -> None:
+        """Dead-letter, at once, a message a trigger holds (by its lock token). DeadLetterUnsupported
+        where the bus cannot (Azure Service Bus)."""
 
     def close(self) -> None: ...
 

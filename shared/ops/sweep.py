@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from shared.bus.port import Bus, BusAdmin, DeadLetter, OutgoingMessage
 from shared.bus.queues import NOTIFICATION, PIPELINE_QUEUES, base_queue
+from shared.domain.ids import ULID_PATTERN
 from shared.pipeline import messages
 from shared.pipeline.messages import SubmissionRef
 
@@ -111,12 +112,25 @@ class SweepReport:
 def failure_of(dead: DeadLetter) -> tuple[SubmissionRef, Failure] | None:
     """The submission run a dead letter belongs to and its failure, or None if its body names none."""
     try:
-        data = messages.decode(base_queue(dead.queue), dead.body)
+        ref = messages.ref_of(messages.decode(base_queue(dead.queue), dead.body))
     except messages.InvalidMessageError:
-        return None
+        # Dead-lettered for failing its schema: if it still names a submission run, that run failed.
+        ref = _named_run(dead.body_json())
+        if ref is None:
+            return None
     at = dead.dead_lettered_at_utc or dead.enqueued_time_utc or datetime.now(UTC)
-    return messages.ref_of(data), Failure(stage=dead.queue, reason=dead.reason or "unknown",
+    return ref, Failure(stage=dead.queue, reason=dead.reason or "unknown",
                                           description=dead.description, at=at, dead_letter_id=dead.message_id)
+
+
+def _named_run(body: Any) -> SubmissionRef | None:
+    if not isinstance(body, dict):
+        return None
+    names = [body.get(k) for k in ("submissionId", "source", "runId")]
+    if not all(isinstance(n, str) and n for n in names) or not (
+            ULID_PATTERN.match(names[0]) and ULID_PATTERN.match(names[2])):
+        return None
+    return SubmissionRef(*names)
 
 
 def _settled(dead: DeadLetter, now: datetime, settle: timedelta) -> bool:

@@ -24,6 +24,10 @@ class Vault(Protocol):
 
     def list(self, *, source: str | None = None, since: datetime | None = None) -> Iterator[VaultRecord]: ...
 
+    def ids(self, source: str, *, start: str = "", stop: str) -> Iterator[str]:
+        """The submission ids of `source` with start <= id < stop, in order, reading no bodies
+        (ids are ULIDs, so a range of ids is a range of receipt times)."""
+
     def read_body(self, record: VaultRecord) -> bytes:
         """The body exactly as received; VaultCorruptionError if it does not match its head."""
 

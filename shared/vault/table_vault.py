@@ -406,3 +406,10 @@ class TableVault:
             delete_chunks(self.table, source, submission_id, sealed=sealed)
         return {"sha256": head["Sha256"], "erasedAt": plain_datetime(head["ErasedAt"]).isoformat(),  # type: ignore[arg-type]
                 "reason": head["Reason"]}
+
+    def ids(self, source: str, *, start: str = "", stop: str) -> Iterator[str]:
+        """Ids of `source` in [start, stop): a key-range query on one partition, RowKey only."""
+        query = (f"PartitionKey eq {odata_string(check_source(source))}"
+                 f" and RowKey ge {odata_string(start)} and RowKey lt {odata_string(stop)}")
+        for entity in self.table.query_entities(query, select=["RowKey"]):
+            yield str(entity["RowKey"])

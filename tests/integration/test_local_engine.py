@@ -415,3 +415,20 @@ def test_a_dead_letter_gets_a_new_sequence_number_in_the_order_messages_died(eng
     last = engine.peek("one-delivery", dead_letter=True)[-1]
     assert last.message_id == "expires" and last.sequence_number > max(expired.sequence_number,
                                                                         dead[1].sequence_number)
+
+
+def test_a_message_its_holder_dead_lettered_needs_no_completing(engine: LocalQueueEngine) -> None:
+    # As the Functions host does not complete a message its function settled, completing it after the
+    # holder dead-lettered it is a no-op, alone or in a batch; a message nobody settled is still refused.
+    engine.send_many("work", [msg("poison"), msg("fine"), msg("other-poison")])
+    poison, fine, other = engine.receive("work", 3)
+    engine.dead_letter_held("work", poison.lock_token, "MessageSchemaInvalid", "runId: 42 is not of type 'string'")
+    engine.dead_letter_held("work", other.lock_token, "MessageSchemaInvalid", "bad")
+    engine.complete("work", poison.lock_token)
+    engine.complete_many("work", [fine.lock_token, other.lock_token])
+    dead = engine.peek("work", dead_letter=True)
+    assert [(m.message_id, m.dead_letter_reason, m.delivery_count) for m in dead] == [
+        ("poison", "MessageSchemaInvalid", 1), ("other-poison", "MessageSchemaInvalid", 1)]
+    assert engine.counts("work").active == 0
+    with pytest.raises(LockLostError):
+        engine.complete("work", fine.lock_token)  # completed already: not the holder's dead letter

@@ -185,11 +185,14 @@ def test_redelivery_of_every_consumers_message_changes_nothing(pipeline):
         assert snapshot() == before, queue
 
 
-def test_an_invalid_message_is_dropped_without_retries(pipeline):
+def test_an_invalid_message_is_dead_lettered_at_once_without_retries(pipeline):
     from shared.bus.port import OutgoingMessage
     pipeline.engine.send(MARKING, OutgoingMessage(body=b'{"nonsense": true}', message_id="junk"))
-    assert pipeline.drain() == 1  # delivered once, completed: no retries burnt
-    assert pipeline.peek(MARKING) == [] and pipeline.engine.peek(MARKING, dead_letter=True) == []
+    assert pipeline.drain() == 1  # delivered once and dead-lettered: no retries burnt
+    [dead] = pipeline.engine.peek(MARKING, dead_letter=True)
+    assert (dead.message_id, dead.delivery_count, dead.dead_letter_reason) == ("junk", 1, "MessageSchemaInvalid")
+    assert "does not match its schema" in dead.dead_letter_error_description
+    assert pipeline.peek(MARKING) == []
 
 
 def test_unknown_test_and_unknown_submission(pipeline):

@@ -11,7 +11,7 @@ import pytest
 
 from shared.bus.azure import AzureServiceBus, AzureServiceBusError
 from shared.bus.dead_letters import all_dead_letters
-from shared.bus.queues import MARKING, NOTIFICATION, VALIDATION
+from shared.bus.queues import AGGREGATION, MARKING, NOTIFICATION, VALIDATION
 from shared.ops.sweep import sweep
 from shared.pipeline import messages
 from shared.pipeline.messages import SubmissionRef
@@ -238,3 +238,31 @@ def test_one_object_serves_bus_and_admin(monkeypatch: pytest.MonkeyPatch) -> Non
         assert s.bus_admin is s.bus  # one client, one credential
     finally:
         bootstrap.reset()
+
+
+def test_a_trigger_s_message_cannot_be_dead_lettered_through_the_sdk_client() -> None:
+    from shared.bus.port import DeadLetterUnsupported
+
+    with pytest.raises(DeadLetterUnsupported):
+        adapter(Namespace()).dead_letter_held(MARKING, "lock", "MessageSchemaInvalid", "bad")
+
+
+def test_a_dead_letter_that_fails_its_schema_but_names_a_run_fails_that_run() -> None:
+    import json
+
+    ns = Namespace()
+    sid = "01HZX3K9Q5M7B2C4D6E8F0G1H2"
+    named = json.loads(messages.marking(SubmissionRef(sid, "s", sid)).body)  # no testVersions: invalid here
+    ns.dead_letter(AGGREGATION, 3, body=lambda i: [json.dumps(named).encode(), b'{"runId": 42}',
+                                               b'{"submissionId": "x", "source": "s", "runId": "y"}'][i])
+
+    class Memory:
+        def load(self, queue: str) -> int:
+            return -1
+
+        def save(self, queue: str, sequence_number: int) -> None:
+            pass
+
+    reported = []
+    report = sweep(adapter(ns), report_failed=lambda ref, failure: reported.append(ref), checkpoints=Memory())
+    assert reported == [SubmissionRef(sid, "s", sid)] and len(report.unreadable) == 2

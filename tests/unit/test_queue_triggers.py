@@ -81,11 +81,37 @@ def test_the_retry_trigger_backs_off_then_raises_so_the_broker_counts_deliveries
     assert slept == [1.0, 2.0, 4.0, 30.0]
 
 
-def test_a_message_that_does_not_match_its_schema_is_dropped_not_retried(fakes):
-    _, bus, _ = fakes
-    junk = ServiceBusMessage(body=b'{"nonsense": true}', message_id="junk", user_properties={}, application_properties={})
-    function("validator")([junk])
-    assert bus.sent == []
+def _junk(message_id: str = "junk") -> ServiceBusMessage:
+    return ServiceBusMessage(body=b'{"nonsense": true}', message_id=message_id, lock_token=f"lock-{message_id}",
+                             user_properties={}, application_properties={})
+
+
+def test_a_message_that_does_not_match_its_schema_is_dead_lettered_at_once_with_the_error(fakes):
+    vault, bus, store = fakes
+    store.staged[IDS[0]] = []
+    function("marker")([_junk(), *[delivered(m) for m in marking_messages(IDS[:1])]])
+    [(queue, token, reason, description)] = bus.dead_lettered
+    assert (queue, token, reason) == (MARKING, "lock-junk", queue_triggers.INVALID_MESSAGE)
+    assert "does not match its schema" in description and "submissionId" in description
+    assert bus.on(retry_queue(MARKING)) == [] and store.states[IDS[0]].status == "failed"  # the rest ran
+    function("notifier")(_junk("junk-2"))  # single-message triggers too, without raising
+    assert [d[:3] for d in bus.dead_lettered[1:]] == [("submission-notification", "lock-junk-2",
+                                                       queue_triggers.INVALID_MESSAGE)]
+
+
+def test_where_the_bus_cannot_dead_letter_a_bad_message_goes_to_the_retry_queue_which_raises_at_once(
+        fakes, monkeypatch):
+    _, bus, store = fakes
+    bus.settles = False  # as on Azure Service Bus: only the Functions host settles trigger messages
+    slept = []
+    monkeypatch.setattr(queue_triggers.time, "sleep", slept.append)
+    store.staged[IDS[0]] = []
+    function("marker")([_junk(), *[delivered(m) for m in marking_messages(IDS[:1])]])
+    [moved] = bus.on(retry_queue(MARKING))
+    assert moved.message_id == "junk/retry" and "InvalidMessageError" in moved.application_properties["firstError"]
+    with pytest.raises(messages.InvalidMessageError):
+        function("marker_retry")(delivered(moved, delivery_count=1))
+    assert slept == []  # no backoff: the broker spends its deliveries at once and dead-letters it
 
 
 def test_the_validator_takes_a_batch_to_completion(fakes):

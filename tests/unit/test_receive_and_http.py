@@ -154,6 +154,28 @@ def test_health_is_503_naming_the_failing_component():
     assert answer(health.check(Services))[0] == 200
 
 
+def test_health_probes_its_components_at_once_so_an_outage_costs_one_timeout_not_three():
+    import threading
+
+    together = threading.Barrier(3)  # passes only if all three probes are waiting at the same time
+
+    class Waiting:
+        def ping(self) -> None:
+            together.wait(timeout=10)
+
+    class Services:
+        vault, bus, store = Waiting(), Waiting(), Waiting()
+
+    status, body, _ = answer(health.check(Services))
+    assert status == 200, body
+
+
+def test_the_pool_gives_up_on_a_connection_in_time_for_a_503_within_5_s():
+    from shared.db import connection
+
+    assert connection.CHECKOUT_TIMEOUT_SECONDS <= 4.0  # the rest of the request must fit in the 5 s too
+
+
 def test_unknown_problem_codes_are_a_programming_error():
     with pytest.raises(KeyError):
         respond(Problem("no-such-code", "m"))

@@ -122,8 +122,9 @@ class LocalQueueEngine:
     """Implements shared.bus.port.Bus, plus the receive side that the local host's triggers use."""
 
     def __init__(self, database_url: str, queues: dict[str, QueueDefinition] | None = None,
-                 pool: ConnectionPool | None = None):
+                 pool: ConnectionPool | None = None, password=None):
         self.database_url = database_url
+        self._password = password  # for the LISTEN connection: the app pool's password provider
         self.queues: dict[str, QueueDefinition] = dict(queues if queues is not None else queue_definitions())
         # The app passes its process pool (shared/bootstrap.py); standalone engines own a small one.
         self._owns_pool = pool is None
@@ -246,7 +247,7 @@ class LocalQueueEngine:
     def _ensure_listener(self) -> Listener:
         with self._listener_lock:
             if self._listener is None:
-                self._listener = Listener(self.database_url, list(self.queues))
+                self._listener = Listener(self.database_url, list(self.queues), self._password)
                 self._listener.start()
             return self._listener
 
@@ -262,8 +263,15 @@ class LocalQueueEngine:
 
     def complete(self, queue: str, lock_token: str) -> None:
         self._queue(queue)
-        if self._one(sql.COMPLETE, {"queue": queue, "token": _token(lock_token)}) is None:
+        if self._one(sql.COMPLETE, {"queue": queue, "token": _token(lock_token)}) is None \
+                and not self._settled_by_holder(queue, [_token(lock_token)]):
             raise _lock_lost(queue, [lock_token])
+
+    def _settled_by_holder(self, queue: str, tokens: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Those tokens whose holder dead-lettered the message itself: there is nothing left to
+        complete (the Functions host does not complete a message its function settled)."""
+        with self._pool.connection() as conn:
+            return {row[0] for row in conn.execute(sql.SETTLED_BY_HOLDER, {"queue": queue, "tokens": tokens})}
 
     def complete_many(self, queue: str, lock_tokens: list[str]) -> None:
         """Complete every message whose lock is held, in one statement.
@@ -279,6 +287,9 @@ class LocalQueueEngine:
             with self._pool.connection() as conn:
                 done = {row[0] for row in conn.execute(sql.COMPLETE_MANY, {"queue": queue, "tokens": valid})}
         lost = [t for t, p in parsed.items() if p is None or p not in done]
+        if lost:
+            done |= self._settled_by_holder(queue, [p for t in lost if (p := parsed[t]) is not None])
+            lost = [t for t, p in parsed.items() if p is None or p not in done]
         if lost:
             raise _lock_lost(queue, lost)
 
@@ -304,6 +315,10 @@ class LocalQueueEngine:
             if row[0] == "deadlettered":
                 raise ValueError(f"queue {queue!r}: the message locked by {lock_token} is already dead-lettered")
             conn.execute(sql.DEAD_LETTER, params)
+
+    def dead_letter_held(self, queue: str, lock_token: str, reason: str, description: str | None = None) -> None:
+        """The Bus port's name for dead_letter: a trigger dead-letters the message it holds."""
+        self.dead_letter(queue, lock_token, reason, description)
 
     # --- inspection ------------------------------------------------------------------------------
 

@@ -23,8 +23,9 @@ class Listener:
 
     POLL = 0.2  # seconds between checks for stop()
 
-    def __init__(self, database_url: str, queues: list[str]):
+    def __init__(self, database_url: str, queues: list[str], password=None):
         self._url = database_url
+        self._password = password  # the pool's password provider (Entra tokens), if any
         self._queues = {channel_name(q): q for q in queues}
         self._generations = dict.fromkeys(queues, 0)
         self._changed = threading.Condition()
@@ -62,7 +63,7 @@ class Listener:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                with connect(self._url, autocommit=True) as conn:
+                with connect(self._url, self._password, autocommit=True) as conn:
                     for channel in self._queues:
                         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self._bump(list(self._queues.values()))

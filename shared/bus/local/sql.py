@@ -226,11 +226,19 @@ FOR UPDATE
 """
 
 # %(queue)s %(token)s %(reason)s %(description)s
+# The lock token stays on the dead letter (no longer a lock: locked_until is NULL), so the holder's
+# later complete can tell that it settled the message itself (SETTLED_BY_HOLDER).
 DEAD_LETTER = """
 UPDATE bus.messages SET state = 'deadlettered', dead_letter_reason = %(reason)s,
     dead_letter_error_description = %(description)s, dead_lettered_at = now(),
-    lock_token = NULL, locked_until = NULL, visible_at = now(), sequence_number = DEFAULT
+    locked_until = NULL, visible_at = now(), sequence_number = DEFAULT
 WHERE queue = %(queue)s AND lock_token = %(token)s
+"""
+
+# %(queue)s %(tokens)s
+SETTLED_BY_HOLDER = """
+SELECT lock_token FROM bus.messages
+WHERE queue = %(queue)s AND lock_token = ANY(%(tokens)s::uuid[]) AND state = 'deadlettered' AND locked_until IS NULL
 """
 
 # --- inspection ---------------------------------------------------------------------------------------
