@@ -10,6 +10,7 @@ from functions import (
     health,
     marker,
     notifier,
+    openapi_api,
     ops_api,
     receiver,
     results_api,
@@ -22,5 +23,5 @@ configure_telemetry()  # Application Insights when APPLICATIONINSIGHTS_CONNECTIO
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 for feature in (receiver, validator, marker, notifier, aggregator, results_api, submissions_api, health,
-                ops_api, dead_letter_sweeper):
+                ops_api, dead_letter_sweeper, openapi_api):
     app.register_functions(feature.bp)

@@ -9,10 +9,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from shared.domain.results_document import TestResult
-from shared.pipeline.ports import Statistics
+from shared.pipeline.ports import CatalogueEntry, Histogram, ItemAnalysis, Statistics
 
 
 @dataclass(frozen=True)
@@ -27,20 +28,34 @@ class NothingToMarkError(LookupError):
 
 
 def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable[TestResult]]]) -> int:
-    """Replace each submission's validated rows, all in one COPY (a redelivery writes the same rows).
+    """Replace each submission's validated rows and answers, in one COPY each (a redelivery writes
+    the same rows).
 
     Runs inside the caller's transaction.
     """
-    documents = list(documents)
-    conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", ([sid for sid, _ in documents],))
+    documents = [(sid, list(results)) for sid, results in documents]
+    sids = [sid for sid, _ in documents]
+    conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sids,))
+    conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sids,))
     count = 0
     with conn.cursor().copy(
-        "COPY validated_results (submission_id, result, test_id, student_number, available, obtained) FROM STDIN"
+        "COPY validated_results (submission_id, result, test_id, student_number, available, obtained, awarded_total)"
+        " FROM STDIN"
     ) as copy:
         for sid, results in documents:
             for r in results:
-                copy.write_row((sid, r.result, r.test_id, r.student_number, r.available, r.obtained))
+                copy.write_row((sid, r.result, r.test_id, r.student_number, r.available, r.obtained, r.awarded_total))
                 count += 1
+    if any(r.answers for _, results in documents for r in results):
+        with conn.cursor().copy(
+            "COPY answers (submission_id, result, test_id, student_number, question, option, available, awarded)"
+            " FROM STDIN"
+        ) as copy:
+            for sid, results in documents:
+                for r in results:
+                    for a in r.answers:
+                        copy.write_row((sid, r.result, r.test_id, r.student_number, a.question, a.option,
+                                        a.available, a.awarded))
     return count
 
 
@@ -71,10 +86,15 @@ SELECT submission_id, array_agg(DISTINCT test_id ORDER BY test_id), count(*)
 # All the batch's documents at once: de-duplicate (re-scans within and across the batch's documents),
 # then upsert keeping the highest available and highest obtained independently, and remember every
 # contributing submission. Rows go in key order so concurrent markings lock rows in the same order.
+# best_* names the scan whose answers count for item analysis: the highest obtained, the latest on a
+# tie (greatest submission id, a time-ordered ULID, then the later position in the document).
 _UPSERT_RESULTS = """
-INSERT INTO student_results AS s (test_id, student_number, available, obtained, submission_ids)
+INSERT INTO student_results AS s (test_id, student_number, available, obtained, submission_ids,
+                                  best_submission_id, best_result)
 SELECT test_id, student_number, max(available), max(obtained),
-       array_agg(DISTINCT submission_id ORDER BY submission_id)
+       array_agg(DISTINCT submission_id ORDER BY submission_id),
+       (array_agg(submission_id ORDER BY obtained DESC, submission_id DESC, result DESC))[1],
+       (array_agg(result ORDER BY obtained DESC, submission_id DESC, result DESC))[1]
   FROM validated_results
  WHERE submission_id = ANY(%(sids)s)
  GROUP BY test_id, student_number
@@ -84,7 +104,32 @@ ON CONFLICT (test_id, student_number) DO UPDATE
        obtained = GREATEST(s.obtained, EXCLUDED.obtained),
        submission_ids = s.submission_ids || ARRAY(SELECT unnest(EXCLUDED.submission_ids)
                                                   EXCEPT SELECT unnest(s.submission_ids) ORDER BY 1),
+       (best_submission_id, best_result) = (
+           SELECT CASE WHEN s.best_submission_id IS NULL
+                         OR (EXCLUDED.obtained, EXCLUDED.best_submission_id, EXCLUDED.best_result)
+                            >= (s.obtained, s.best_submission_id, s.best_result)
+                       THEN EXCLUDED.best_submission_id ELSE s.best_submission_id END,
+                  CASE WHEN s.best_submission_id IS NULL
+                         OR (EXCLUDED.obtained, EXCLUDED.best_submission_id, EXCLUDED.best_result)
+                            >= (s.obtained, s.best_submission_id, s.best_result)
+                       THEN EXCLUDED.best_result ELSE s.best_result END),
        updated_at = now()
+"""
+
+# Per (test, submission): its scans and how many of them have awarded marks that do not add up to
+# summary-marks obtained (the test's data-quality figures). A re-applied run writes the same row.
+_RECORD_TEST_SUBMISSIONS = """
+INSERT INTO test_submissions AS t (test_id, submission_id, results, mismatched_results, unanswered_results)
+SELECT test_id, submission_id, count(*),
+       count(*) FILTER (WHERE awarded_total IS NOT NULL AND awarded_total <> obtained),
+       count(*) FILTER (WHERE awarded_total IS NULL)
+  FROM validated_results
+ WHERE submission_id = ANY(%(sids)s)
+ GROUP BY test_id, submission_id
+ ORDER BY test_id, submission_id
+ON CONFLICT (test_id, submission_id) DO UPDATE
+   SET results = EXCLUDED.results, mismatched_results = EXCLUDED.mismatched_results,
+       unanswered_results = EXCLUDED.unanswered_results
 """
 
 # One version bump per test per batch: the aggregator recomputes a test once for the whole batch.
@@ -124,6 +169,7 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
         return answer
     sids = sorted({sid for sid, _ in todo})
     conn.execute(_UPSERT_RESULTS, {"sids": sids})
+    conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids})
     versions = {test_id: version for test_id, version in conn.execute(_BUMP_VERSIONS, {"sids": sids})}
     for key in todo:
         tests, n = staged[key[0]]
@@ -147,21 +193,88 @@ def apply_marking(conn: psycopg.Connection, submission_id: str, run_id: str) -> 
 
 # Percent of available marks over float8 (faster than numeric); population stddev;
 # percentiles by linear interpolation between closest ranks (numpy's default).
+# Histogram bins in integer arithmetic (no float edge cases): floor(10 * obtained / available), with
+# 100 % in the last bin. Item analysis over each student's counted scan (best_submission_id), with an
+# unanswered question scoring 0: see docs/architecture.md, "Item analysis", for the formulas.
 _COMPUTE = """
-WITH pct AS (
-    SELECT 100.0::float8 * obtained / available AS p FROM student_results WHERE test_id = %(test_id)s
+WITH sr AS (
+    SELECT student_number, available, obtained, best_submission_id, best_result
+      FROM student_results WHERE test_id = %(test_id)s
+), pct AS (
+    SELECT 100.0::float8 * obtained / available AS p, least(10 * obtained / available, 9) AS bin, available FROM sr
 ), agg AS (
     SELECT count(*) AS n, avg(p) AS mean, stddev_pop(p) AS stddev, min(p) AS lo, max(p) AS hi,
-           percentile_cont(ARRAY[0.25, 0.5, 0.75]::float8[]) WITHIN GROUP (ORDER BY p) AS q
+           percentile_cont(ARRAY[0.25, 0.5, 0.75]::float8[]) WITHIN GROUP (ORDER BY p) AS q,
+           max(available) AS max_available
       FROM pct
+), hist AS (
+    SELECT array_agg(coalesce(h.c, 0) ORDER BY b) AS bins
+      FROM generate_series(0, 9) AS b
+      LEFT JOIN (SELECT bin, count(*)::int AS c FROM pct GROUP BY bin) h ON h.bin = b
+), quality AS (
+    SELECT count(*) AS submissions, coalesce(sum(mismatched_results), 0) AS mismatched_results,
+           count(*) FILTER (WHERE mismatched_results > 0) AS mismatched_submissions,
+           coalesce(sum(unanswered_results), 0) AS unanswered_results
+      FROM test_submissions WHERE test_id = %(test_id)s
+), x AS (
+    SELECT sr.student_number AS student, a.question, a.option, a.awarded::float8 AS x, a.available
+      FROM sr JOIN answers a ON a.submission_id = sr.best_submission_id AND a.result = sr.best_result
+), tot AS (
+    SELECT student, sum(x) AS t FROM x GROUP BY student
+), whole AS (
+    SELECT count(*)::float8 AS n, sum(t) AS st, sum(t * t) AS stt FROM tot
+), per_q AS (
+    SELECT x.question, count(*) AS answering, avg(x.x / x.available) AS difficulty, bool_and(x.available = 1) AS binary,
+           sum(x.x) AS sx, sum(x.x * x.x) AS sxx, sum(x.x * tot.t) AS sxt
+      FROM x JOIN tot USING (student) GROUP BY x.question
+), q AS (
+    SELECT per_q.*, w.n, w.st, w.stt,
+           -- the item against the rest of the test (total minus the item), over every analysed student
+           (w.n * (sxt - sxx) - sx * (w.st - sx))
+               / nullif(sqrt(greatest(w.n * sxx - sx * sx, 0)
+                             * greatest(w.n * (w.stt - 2 * sxt + sxx) - (w.st - sx) ^ 2, 0)), 0) AS discrimination,
+           sxx / w.n - (sx / w.n) ^ 2 AS variance
+      FROM per_q CROSS JOIN whole w
+), opts AS (
+    SELECT o.question,
+           jsonb_agg(jsonb_build_object('option', o.option, 'count', o.c, 'frequency', o.c::float8 / q.answering,
+                                        'flagged', o.c::float8 / q.answering < 0.05) ORDER BY o.option) AS options,
+           bool_or(o.c::float8 / q.answering < 0.05) AS flagged
+      FROM (SELECT question, option, count(*) AS c FROM x GROUP BY question, option) o JOIN q USING (question)
+     GROUP BY o.question
+), items AS (
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'question', q.question, 'answering', q.answering, 'difficulty', q.difficulty,
+               'discrimination', q.discrimination, 'flagged', opts.flagged, 'options', opts.options)
+             ORDER BY CASE WHEN q.question ~ '^[0-9]{1,18}$' THEN q.question::bigint END NULLS LAST, q.question),
+             '[]') AS items,
+           count(*) AS k, sum(q.variance) AS item_variance, bool_and(q.binary) AS binary
+      FROM q JOIN opts USING (question)
+), reliability AS (
+    SELECT CASE WHEN items.k > 1 AND w.n > 0 AND w.stt / w.n - (w.st / w.n) ^ 2 > 0
+                THEN items.k / (items.k - 1.0)
+                     * (1 - items.item_variance / (w.stt / w.n - (w.st / w.n) ^ 2)) END AS alpha,
+           items.binary
+      FROM items CROSS JOIN whole w
 )
 INSERT INTO test_statistics AS ts
-       (test_id, computed_version, count, mean, stddev, min, max, p25, p50, p75, computed_at)
-SELECT %(test_id)s, %(version)s, n, mean, stddev, lo, hi, q[1], q[2], q[3], now() FROM agg WHERE n > 0
+       (test_id, computed_version, count, mean, stddev, min, max, p25, p50, p75, computed_at,
+        max_available, submission_count, histogram, analysed_students, cronbach_alpha, kr20, items,
+        mismatched_results, mismatched_submissions, unanswered_results)
+SELECT %(test_id)s, %(version)s, agg.n, agg.mean, agg.stddev, agg.lo, agg.hi, agg.q[1], agg.q[2], agg.q[3], now(),
+       agg.max_available, quality.submissions, hist.bins, whole.n, reliability.alpha,
+       CASE WHEN reliability.binary THEN reliability.alpha END, items.items,
+       quality.mismatched_results, quality.mismatched_submissions, quality.unanswered_results
+  FROM agg, hist, quality, whole, items, reliability WHERE agg.n > 0
 ON CONFLICT (test_id) DO UPDATE
    SET computed_version = EXCLUDED.computed_version, count = EXCLUDED.count, mean = EXCLUDED.mean,
        stddev = EXCLUDED.stddev, min = EXCLUDED.min, max = EXCLUDED.max, p25 = EXCLUDED.p25,
-       p50 = EXCLUDED.p50, p75 = EXCLUDED.p75, computed_at = EXCLUDED.computed_at
+       p50 = EXCLUDED.p50, p75 = EXCLUDED.p75, computed_at = EXCLUDED.computed_at,
+       max_available = EXCLUDED.max_available, submission_count = EXCLUDED.submission_count,
+       histogram = EXCLUDED.histogram, analysed_students = EXCLUDED.analysed_students,
+       cronbach_alpha = EXCLUDED.cronbach_alpha, kr20 = EXCLUDED.kr20, items = EXCLUDED.items,
+       mismatched_results = EXCLUDED.mismatched_results, mismatched_submissions = EXCLUDED.mismatched_submissions,
+       unanswered_results = EXCLUDED.unanswered_results
 """
 
 
@@ -190,7 +303,8 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
     return True
 
 
-DERIVED_TABLES = ("validated_results", "student_results", "applied_markings", "test_statistics", "tests")
+DERIVED_TABLES = ("validated_results", "answers", "student_results", "applied_markings", "test_submissions",
+                  "test_statistics", "tests")
 
 
 def clear_derived(conn: psycopg.Connection) -> None:
@@ -205,3 +319,49 @@ def get_statistics(conn: psycopg.Connection, test_id: str) -> Statistics | None:
         " FROM test_statistics WHERE test_id = %s", (test_id,)
     ).fetchone()
     return Statistics(*row) if row else None
+
+
+# The read side of the precomputed views: each answers from one test_statistics row (or one page).
+
+def list_tests(conn: psycopg.Connection, after: str | None, limit: int) -> list[CatalogueEntry]:
+    rows = conn.execute(
+        "SELECT test_id, count, max_available, submission_count, computed_at FROM test_statistics"
+        " WHERE %(after)s::text IS NULL OR test_id > %(after)s ORDER BY test_id LIMIT %(limit)s",
+        {"after": after, "limit": limit},
+    ).fetchall()
+    return [CatalogueEntry(*row) for row in rows]
+
+
+def get_histogram(conn: psycopg.Connection, test_id: str) -> Histogram | None:
+    row = conn.execute("SELECT test_id, histogram, count FROM test_statistics WHERE test_id = %s",
+                       (test_id,)).fetchone()
+    return Histogram(row[0], tuple(row[1]), row[2]) if row else None
+
+
+def get_item_analysis(conn: psycopg.Connection, test_id: str) -> ItemAnalysis | None:
+    row = conn.execute(
+        "SELECT test_id, count, analysed_students, cronbach_alpha, kr20, items, submission_count,"
+        " mismatched_results, mismatched_submissions, unanswered_results"
+        " FROM test_statistics WHERE test_id = %s", (test_id,)).fetchone()
+    return ItemAnalysis(*row) if row else None
+
+
+_STUDENTS_CSV = """
+COPY (SELECT student_number, available, obtained, 100.0::float8 * obtained / available AS percent,
+             cardinality(submission_ids) AS submissions
+        FROM student_results WHERE test_id = {test_id} ORDER BY student_number)
+  TO STDOUT WITH (FORMAT csv, HEADER)
+"""
+
+
+def students_csv(conn: psycopg.Connection, test_id: str) -> bytes | None:
+    """The test's students as CSV, read from COPY in chunks (None when the test has no results)."""
+    with conn.transaction():  # one snapshot for the existence check and the rows
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if conn.execute("SELECT 1 FROM test_statistics WHERE test_id = %s", (test_id,)).fetchone() is None:
+            return None
+        chunks = []
+        with conn.cursor().copy(sql.SQL(_STUDENTS_CSV).format(test_id=sql.Literal(test_id))) as copy:
+            for chunk in copy:
+                chunks.append(bytes(chunk))
+    return b"".join(chunks)

@@ -1,4 +1,4 @@
-"""The PipelineStore port on PostgreSQL: one transaction per call, set-based over a whole batch."""
+"""The PipelineStore and ResultsReader ports on PostgreSQL: one transaction per call, set-based over a whole batch."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -9,7 +9,17 @@ from psycopg_pool import ConnectionPool
 from shared.db import results, submissions
 from shared.domain.submission_status import Event, SubmissionStatus
 from shared.pipeline.messages import SubmissionRef
-from shared.pipeline.ports import Accepted, Marked, MarkingOutcome, Rejected, Statistics, validation_events
+from shared.pipeline.ports import (
+    Accepted,
+    CatalogueEntry,
+    Histogram,
+    ItemAnalysis,
+    Marked,
+    MarkingOutcome,
+    Rejected,
+    Statistics,
+    validation_events,
+)
 
 
 class PostgresStore:
@@ -64,6 +74,22 @@ class PostgresStore:
     def statistics(self, test_id: str) -> Statistics | None:
         with self.pool.connection() as conn:
             return results.get_statistics(conn, test_id)
+
+    def list_tests(self, after: str | None, limit: int) -> list[CatalogueEntry]:
+        with self.pool.connection() as conn:
+            return results.list_tests(conn, after, limit)
+
+    def histogram(self, test_id: str) -> Histogram | None:
+        with self.pool.connection() as conn:
+            return results.get_histogram(conn, test_id)
+
+    def item_analysis(self, test_id: str) -> ItemAnalysis | None:
+        with self.pool.connection() as conn:
+            return results.get_item_analysis(conn, test_id)
+
+    def students_csv(self, test_id: str) -> bytes | None:
+        with self.pool.connection() as conn:
+            return results.students_csv(conn, test_id)
 
     def ping(self) -> None:
         with self.pool.connection() as conn:

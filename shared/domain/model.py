@@ -7,6 +7,16 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """One <answer> of a scan, judged usable (whole marks, awarded within available)."""
+
+    question: str  # the question attribute, trimmed: "7" and "07" are different questions
+    option: str  # the chosen option as written, trimmed ("" when blank)
+    available: int
+    awarded: int
+
+
+@dataclass(frozen=True, slots=True)
 class TestResult:
     __test__ = False  # not a pytest test class despite the name
 
@@ -18,6 +28,12 @@ class TestResult:
     first_name: str | None
     last_name: str | None
     scanned_on: str | None  # as written
+    answers: tuple[Answer, ...] = ()  # for item analysis only: scoring uses summary-marks
+
+    @property
+    def awarded_total(self) -> int | None:
+        """Sum of the awarded marks, or None when the scan has no usable answers."""
+        return sum(a.awarded for a in self.answers) if self.answers else None
 
     def to_json(self) -> dict[str, Any]:
         """The result in the normalized JSON shape (schemas/results-document.schema.json)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from shared.domain.model import ParsedDocument, Problem, TestResult
-from shared.domain.validation import check, normalize, to_test_result
+from shared.domain.validation import check, normalize, read_answers, to_test_result
 from shared.domain.xml_reader import DocumentRejected, read_results
 
 __all__ = ["ParsedDocument", "Problem", "TestResult", "parse_results_document"]
@@ -46,7 +46,9 @@ def parse_results_document(source: bytes | BinaryIO, *, max_errors: int = 1000) 
                 errors.extend(found[: max(0, max_errors - len(errors))])
                 results.clear()  # rejected whole: stop collecting results
             elif error_count == 0:
-                results.append(to_test_result(raw, item))
+                answers, answer_warnings = read_answers(raw, item["obtained"])
+                warned += answer_warnings
+                results.append(to_test_result(raw, item, answers))
             warnings.extend(warned[: max(0, max_errors - len(warnings))])
     except DocumentRejected as rejected:
         fatal = rejected.problem

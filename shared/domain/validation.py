@@ -18,7 +18,7 @@ from jsonschema.exceptions import ValidationError
 
 import schemas
 from shared.domain.ids import invalid_identifier
-from shared.domain.model import Problem, TestResult
+from shared.domain.model import Answer, Problem, TestResult
 from shared.domain.xml_reader import RawResult
 
 SCHEMA_NAME = "results-document.schema.json"
@@ -214,7 +214,46 @@ def _is_date_time(text: str) -> bool:
     return True
 
 
-def to_test_result(raw: RawResult, item: dict[str, Any]) -> TestResult:
+# A document with many bad answers gets this many warnings per result, then one summary.
+_ANSWER_WARNINGS_PER_RESULT = 3
+
+
+def read_answers(raw: RawResult, obtained: int) -> tuple[tuple[Answer, ...], list[Problem]]:
+    """The result's usable answers, and warnings: answers never reject a document (scoring uses
+    summary-marks), but an unusable one is left out of item analysis, and awarded marks that do not
+    add up to summary-marks obtained are a data-quality warning."""
+    n = raw.position
+    answers: list[Answer] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for question, available_text, awarded_text, text in raw.answers:
+        q = (question or "").strip()
+        available, awarded = _number(available_text), _number(awarded_text)
+        if not q:
+            problems.append("an <answer> has no question attribute")
+        elif q in seen:
+            problems.append(f"question {_show(repr(q))} is answered more than once; the first is kept")
+        elif not isinstance(available, int) or not isinstance(awarded, int) or not 0 <= awarded <= available \
+                or available < 1:
+            problems.append(f"question {_show(repr(q))}: marks-available {_show(repr(available_text))} and "
+                            f"marks-awarded {_show(repr(awarded_text))} are not whole marks with 0 <= awarded <= available")
+        else:
+            seen.add(q)
+            answers.append(Answer(q, text.strip(), available, awarded))
+    warnings = [Problem("invalid-answer", f"result {n}: {message}; left out of item analysis", n, "answer")
+                for message in problems[:_ANSWER_WARNINGS_PER_RESULT]]
+    if len(problems) > _ANSWER_WARNINGS_PER_RESULT:
+        warnings.append(Problem("invalid-answer", f"result {n}: {len(problems) - _ANSWER_WARNINGS_PER_RESULT} more "
+                                "unusable <answer> elements", n, "answer"))
+    total = sum(a.awarded for a in answers)
+    if answers and not problems and total != obtained:
+        warnings.append(Problem("marks-mismatch", f"result {n}: awarded marks add up to {total}, but "
+                                f"summary-marks/@obtained is {obtained}; the summary is scored", n,
+                                "answer/@marks-awarded"))
+    return tuple(answers), warnings
+
+
+def to_test_result(raw: RawResult, item: dict[str, Any], answers: tuple[Answer, ...] = ()) -> TestResult:
     return TestResult(
         result=raw.position,
         student_number=item["studentNumber"],
@@ -224,4 +263,5 @@ def to_test_result(raw: RawResult, item: dict[str, Any]) -> TestResult:
         first_name=item.get("firstName"),
         last_name=item.get("lastName"),
         scanned_on=item.get("scannedOn"),
+        answers=answers,
     )

@@ -22,10 +22,11 @@ from shared.domain.model import Problem
 
 ROOT_TAG = "mcq-test-results"
 RESULT_TAG = "mcq-test-result"
-# Child elements of a result whose text we keep; everything else (<answer>, unknown) is discarded.
+# Child elements of a result whose text we keep; anything else (unknown elements) is discarded.
 TEXT_FIELDS = frozenset({"first-name", "last-name", "student-number", "test-id"})
 SUMMARY_TAG = "summary-marks"
-_FIELD_TAGS = tuple(f"{{*}}{name}" for name in (*sorted(TEXT_FIELDS), SUMMARY_TAG))
+ANSWER_TAG = "answer"
+_FIELD_TAGS = tuple(f"{{*}}{name}" for name in (*sorted(TEXT_FIELDS), SUMMARY_TAG, ANSWER_TAG))
 
 
 class DocumentRejected(Exception):
@@ -45,6 +46,8 @@ class RawResult:
     obtained: str | None = None
     scanned_on: str | None = None
     duplicates: list[str] = field(default_factory=list)  # fields that occurred more than once
+    # Each <answer> as (question, marks-available, marks-awarded, text), attributes None when absent.
+    answers: list[tuple[str | None, str | None, str | None, str]] = field(default_factory=list)
 
 
 def _local(tag: object) -> str:
@@ -80,8 +83,8 @@ def read_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
     """
     stream = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
     stream = _check_root_first(stream)
-    # Only result elements (and the root) surface in Python; <answer> and other children are
-    # handled inside libxml2, which is what keeps a 100,000-result document fast.
+    # Only result elements (and the root) surface in Python; their children are picked by tag
+    # inside libxml2, which is what keeps a 100,000-result document fast.
     events = etree.iterparse(
         stream,
         events=("start", "end"),
@@ -100,7 +103,7 @@ def read_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
                 position += 1
                 continue
             current = RawResult(position, scanned_on=elem.get("scanned-on"))
-            for child in elem.iterchildren(*_FIELD_TAGS):  # <answer> and unknown children skipped in C
+            for child in elem.iterchildren(*_FIELD_TAGS):  # unknown children skipped in C
                 _read_field(current, child)
             yield current
             _discard(elem)
@@ -179,7 +182,10 @@ def _check_root(root: etree._Element) -> None:
 
 def _read_field(raw: RawResult, elem: etree._Element) -> None:
     name = _local(elem.tag)
-    if name in TEXT_FIELDS:
+    if name == ANSWER_TAG:
+        raw.answers.append((elem.get("question"), elem.get("marks-available"), elem.get("marks-awarded"),
+                            elem.text or ""))
+    elif name in TEXT_FIELDS:
         if name in raw.texts:
             raw.duplicates.append(name)
         else:

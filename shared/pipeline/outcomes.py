@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.domain.submission_status import SubmissionStatus
-from shared.pipeline.ports import Statistics
+from shared.pipeline.ports import CatalogueEntry, Histogram, ItemAnalysis, Statistics
 
 
 @dataclass(frozen=True)
@@ -54,3 +54,25 @@ class HealthReport:
 @dataclass(frozen=True)
 class QueueReport:
     report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CatalogueFound:
+    entries: tuple[CatalogueEntry, ...]
+    continuation_token: str | None  # None on the last page
+
+
+@dataclass(frozen=True)
+class HistogramFound:
+    histogram: Histogram
+
+
+@dataclass(frozen=True)
+class ItemsFound:
+    analysis: ItemAnalysis
+
+
+@dataclass(frozen=True)
+class CsvFound:
+    body: bytes
+    filename: str

@@ -16,7 +16,8 @@ from shared.domain.submission_status import Event, SubmissionStatus
 from shared.pipeline.messages import SubmissionRef
 from shared.vault.port import Vault
 
-__all__ = ["Bus", "Vault", "PipelineStore", "Accepted", "Rejected", "Marked", "Statistics", "Failure"]
+__all__ = ["Bus", "Vault", "PipelineStore", "ResultsReader", "Accepted", "Rejected", "Marked", "Statistics",
+           "CatalogueEntry", "Histogram", "ItemAnalysis", "Failure"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,53 @@ class Statistics:
                 "p25": self.p25, "p50": self.p50, "p75": self.p75, "count": self.count}
 
 
+@dataclass(frozen=True)
+class CatalogueEntry:
+    test_id: str
+    student_count: int
+    max_available: int
+    submission_count: int
+    updated_at: datetime
+
+    def as_json(self) -> dict:
+        return {"testId": self.test_id, "studentCount": self.student_count, "maxAvailable": self.max_available,
+                "submissionCount": self.submission_count, "updatedAt": self.updated_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Histogram:
+    test_id: str
+    counts: tuple[int, ...]  # ten bins: [0, 10), [10, 20) ... [90, 100]
+    total: int
+
+    def as_json(self) -> dict:
+        bins = [{"lowerPct": 10 * i, "upperPct": 10 * (i + 1), "count": c} for i, c in enumerate(self.counts)]
+        return {"testId": self.test_id, "bins": bins, "total": self.total}
+
+
+@dataclass(frozen=True)
+class ItemAnalysis:
+    test_id: str
+    student_count: int  # students with results
+    analysed_students: int  # of them, those whose counted scan carries answers
+    cronbach_alpha: float | None
+    kr20: float | None  # alpha, when every question is scored 0/1
+    items: list[dict]  # per question, as stored (already in the JSON shape)
+    submission_count: int
+    mismatched_results: int
+    mismatched_submissions: int
+    unanswered_results: int
+
+    def as_json(self) -> dict:
+        return {"testId": self.test_id, "studentCount": self.student_count,
+                "analysedStudents": self.analysed_students, "questionCount": len(self.items),
+                "cronbachAlpha": self.cronbach_alpha, "kr20": self.kr20, "items": self.items,
+                "dataQuality": {"submissions": self.submission_count,
+                                "mismatchedResults": self.mismatched_results,
+                                "mismatchedSubmissions": self.mismatched_submissions,
+                                "unansweredResults": self.unanswered_results}}
+
+
 @dataclass
 class MarkingOutcome:
     marked: list[Marked] = field(default_factory=list)
@@ -119,3 +167,16 @@ class PipelineStore(Protocol):
     def statistics(self, test_id: str) -> Statistics | None: ...
 
     def ping(self) -> None: ...
+
+
+class ResultsReader(Protocol):
+    """The analysts' precomputed views (refreshed with the statistics, so never stale after a 201)."""
+
+    def list_tests(self, after: str | None, limit: int) -> Sequence[CatalogueEntry]:
+        """Up to `limit` tests with statistics, by test id, after `after` (None: from the start)."""
+
+    def histogram(self, test_id: str) -> Histogram | None: ...
+
+    def item_analysis(self, test_id: str) -> ItemAnalysis | None: ...
+
+    def students_csv(self, test_id: str) -> bytes | None: ...

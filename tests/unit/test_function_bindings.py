@@ -24,6 +24,11 @@ def test_http_functions_routes_and_methods():
         "submission_status": ("submissions/{submissionId}", ["GET"], "anonymous"),
         "health": ("health", ["GET"], "anonymous"),
         "ops_queues": ("ops/queues", ["GET"], "admin"),
+        "tests_catalogue": ("tests", ["GET"], "anonymous"),
+        "results_histogram": ("results/{testId}/histogram", ["GET"], "anonymous"),
+        "results_items": ("results/{testId}/items", ["GET"], "anonymous"),
+        "results_students_csv": ("results/{testId}/students.csv", ["GET"], "anonymous"),
+        "openapi": ("openapi.json", ["GET"], "anonymous"),
     }
 
 
