@@ -21,6 +21,11 @@ async function start() {
   provider = await loadProvider(config);
   api = new Api(config.apiBase || "/api", provider);
   window.addEventListener("hashchange", route);
+  // The skip link moves focus without touching the hash, which holds the route.
+  document.querySelector(".skip-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    main.focus();
+  });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && current) poll(current);
   });

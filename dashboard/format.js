@@ -35,8 +35,7 @@ export function binLabel(bin, last) {
   return { short: `${lower}–${upper}`, name: `${range}: ${students}` };
 }
 
-// GET /api/results/{testId}/items -> { reliability, questions: [...] }, read leniently so that a
-// renamed field shows as "–" instead of breaking the page.
+// GET /api/results/{testId}/items -> { reliability, reliabilityName, questions, quality }.
 export function readItems(data) {
   const list = data.questions || data.items || [];
   const questions = list.map((q, index) => {
@@ -50,16 +49,18 @@ export function readItems(data) {
     if (q.flagged === true && flags.length === 0) flags.push("flagged");
     return {
       id: String(q.question ?? q.questionId ?? q.number ?? q.id ?? index + 1),
-      answered: q.answered ?? q.answeredCount ?? q.respondents ?? q.students ?? null,
+      answered: q.answering ?? q.answered ?? q.answeredCount ?? null,
       difficulty: q.difficulty ?? null,
       discrimination: q.discrimination ?? q.pointBiserial ?? q.correctedPointBiserial ?? null,
       options,
       flags,
     };
   });
-  const rel = data.reliability && typeof data.reliability === "object" ? data.reliability : data;
-  const reliability = rel.kr20 ?? rel.cronbachAlpha ?? rel.alpha ?? (typeof data.reliability === "number" ? data.reliability : null);
-  return { reliability, questions };
+  // KR-20 when every question is scored 0/1 (then it equals alpha), Cronbach's alpha otherwise.
+  const kr20 = data.kr20 ?? null;
+  const reliability = kr20 ?? data.cronbachAlpha ?? null;
+  const reliabilityName = kr20 !== null ? "KR-20" : "Cronbach's alpha";
+  return { reliability, reliabilityName, questions, quality: data.dataQuality || null };
 }
 
 function readOptions(raw) {

@@ -118,7 +118,7 @@ export function testView(api, testId) {
       replace(items, h("p", { class: "empty" }, `The item analysis is not available (${answer.error.message}).`));
       return;
     }
-    const { reliability, questions } = readItems(answer.data);
+    const { reliability, reliabilityName, questions, quality } = readItems(answer.data);
     if (questions.length === 0) {
       replace(items, h("p", { class: "empty" },
         "No answer data for this test: its documents carried no <answer> elements."));
@@ -126,8 +126,9 @@ export function testView(api, testId) {
     }
     const flagged = questions.filter((q) => q.flags.length > 0).length;
     replace(items,
-      h("p", {}, `Reliability (KR-20 / Cronbach's alpha): `, h("strong", {}, ratio(reliability)), ". ",
+      h("p", {}, `Reliability (${reliabilityName}): `, h("strong", {}, ratio(reliability)), ". ",
         `${count(questions.length)} questions, ${count(flagged)} flagged.`),
+      qualityNote(quality),
       h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-labelledby": "items-caption" },
         h("table", { class: "data items-table" },
           h("caption", { id: "items-caption" }, "Questions: difficulty, discrimination and the options chosen"),
@@ -171,6 +172,21 @@ export function testView(api, testId) {
     window.setTimeout(() => URL.revokeObjectURL(url), 10_000);
     announce(`Downloaded ${csvName}.`);
   }
+}
+
+// Documents accepted with a warning are counted, not hidden: the analyst sees how much to trust the items.
+function qualityNote(quality) {
+  if (!quality) return null;
+  const problems = [];
+  if (quality.mismatchedResults) {
+    problems.push(`${count(quality.mismatchedResults)} results (in ${count(quality.mismatchedSubmissions)} submissions) `
+      + "whose awarded marks do not add up to their summary");
+  }
+  if (quality.unansweredResults) problems.push(`${count(quality.unansweredResults)} results without answers`);
+  const text = problems.length ? `Data quality: ${problems.join("; ")}.` : "Data quality: no problems found.";
+  return h("p", { class: problems.length ? "quality warn" : "quality note" },
+    problems.length ? h("span", { "aria-hidden": "true" }, "⚠ ") : null, text,
+    ` From ${count(quality.submissions)} ${quality.submissions === 1 ? "submission" : "submissions"}.`);
 }
 
 function section(id, title, ...children) {
