@@ -26,6 +26,10 @@ param operatorPrincipalName string = ''
 @allowed(['User', 'Group', 'ServicePrincipal'])
 param operatorPrincipalType string = 'User'
 
+// Static Web Apps is offered in a few regions only (westeurope, westus2, centralus, eastus2, eastasia).
+@description('Region of the analysts\' dashboard (Azure Static Web Apps).')
+param dashboardLocation string = 'westeurope'
+
 // The one queue definition, shared with the local queue engine (shared/bus/queues.py).
 var queueSpec = loadJsonContent('../schemas/queues.json')
 
@@ -142,6 +146,16 @@ module roles 'modules/roles.bicep' = {
   }
 }
 
+module dashboard 'modules/dashboard.bicep' = {
+  scope: rg
+  name: 'dashboard'
+  params: {
+    location: dashboardLocation
+    tags: tags
+    name: 'stapp-markr-${token}'
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   scope: rg
   name: 'functionapp'
@@ -167,6 +181,7 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: sizing.maximumInstanceCount
     instanceMemoryMB: sizing.instanceMemoryMB
     dbPoolMax: sizing.dbPoolMax
+    corsAllowedOrigins: ['https://${dashboard.outputs.defaultHostName}']
   }
 }
 
@@ -188,3 +203,5 @@ output MARKR_API_BASE_URL string = 'https://${functionApp.outputs.defaultHostNam
 output SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
 output POSTGRES_HOST string = postgres.outputs.fqdn
 output AZURE_CLIENT_ID string = identity.outputs.clientId
+output MARKR_DASHBOARD_NAME string = dashboard.outputs.name
+output MARKR_DASHBOARD_URL string = 'https://${dashboard.outputs.defaultHostName}/'
