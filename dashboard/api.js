@@ -42,9 +42,10 @@ export class Api {
     const extra = cached && cached.etag ? { "If-None-Match": cached.etag } : {};
     let response;
     try {
-      // "no-store": the 304 reaches this code instead of being turned into a 200 by the HTTP
-      // cache. When a cross-origin API hides its ETag, "no-cache" lets the browser revalidate.
-      const cache = cached && !cached.etag ? "no-cache" : "no-store";
+      // With our own If-None-Match, "no-store": the 304 reaches this code instead of being turned
+      // into a 200 by the HTTP cache. Without an ETag we can read (the first GET, or a cross-origin
+      // API that does not expose it), "no-cache": the browser revalidates its cached copy itself.
+      const cache = cached && cached.etag ? "no-store" : "no-cache";
       response = await fetch(url, { headers: await this.headers(extra), cache });
     } catch (err) {
       throw new ApiError(0, "network", `The API could not be reached (${err.message}).`);

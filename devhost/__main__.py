@@ -130,6 +130,8 @@ def _banner(base_url: str, functions: list[str], extra: str = "") -> None:
     print(f"\nMarkr local host: {base_url}{extra}\n", flush=True)
     for line in functions:
         print(f"    {line}", flush=True)
+    root = base_url.split("/", 3)[:3]
+    print(f"\nDashboard: {'/'.join(root)}/", flush=True)
     print("\nCtrl-C to stop.", flush=True)
 
 
