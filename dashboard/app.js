@@ -44,7 +44,7 @@ async function route() {
   const path = (window.location.hash.replace(/^#/, "") || "/").split("?")[0];
   const match = path.match(/^\/tests\/(.+)$/);
   let view;
-  if (path === "/" || path === "") view = listView(api);
+  if (path === "/" || path === "") view = listView(api, config.pageSize);
   else if (match) view = testView(api, safeDecode(match[1]));
   else if (path === "/sign-in") view = signInView(null);
   else view = notFoundView("Page not found", `There is no page at “${path}”.`);

@@ -2,7 +2,7 @@
 import { announce, h, replace } from "../dom.js";
 import { count, dateTime } from "../format.js";
 
-export function listView(api) {
+export function listView(api, pageSize) {
   let tests = [];
   let nextToken = null;
   let pages = 1;
@@ -45,7 +45,10 @@ export function listView(api) {
     let token = null;
     let changed = false;
     for (let page = 0; page < n; page++) {
-      const path = token ? `/tests?continuationToken=${encodeURIComponent(token)}` : "/tests";
+      const query = new URLSearchParams();
+      if (pageSize) query.set("limit", String(pageSize));
+      if (token) query.set("continuationToken", token);
+      const path = query.size ? `/tests?${query}` : "/tests";
       const answer = await api.getJson(path);
       changed = changed || answer.changed;
       all = all.concat(answer.data.tests || []);
@@ -57,7 +60,14 @@ export function listView(api) {
 
   async function loadMore() {
     pages += 1;
-    const fresh = await fetchPages(pages);
+    let fresh;
+    try {
+      fresh = await fetchPages(pages);
+    } catch (err) {
+      pages -= 1;
+      announce(`More tests could not be loaded: ${err.message}`);
+      return;
+    }
     tests = fresh.tests;
     nextToken = fresh.token;
     draw();

@@ -52,7 +52,9 @@ def test_list_shows_tests_and_search_filters_them(loaded, page: Page) -> None:
     row = table.get_by_role("row").filter(has=page.get_by_role("link", name="Test 9863", exact=True))
     expect(row.get_by_role("cell").first).to_have_text("81")  # students
     check_accessibility(page)
+    screenshot(page, "test-list")
 
+    expect(page.get_by_role("button", name="Show more tests")).to_be_hidden()  # one page holds them all
     page.get_by_label("Search by test id").fill("alp")
     expect(page.locator("#search-count")).to_have_text("1 of 3 tests match “alp”.")
     expect(table.get_by_role("link")).to_have_count(1)
@@ -183,3 +185,16 @@ def test_reduced_motion_turns_the_bar_transitions_off(loaded, browser) -> None:
         finally:
             context.close()
     assert durations == {"no-preference": "0.4s", "reduce": "0s"}
+
+
+def test_list_pages_through_the_catalogue(loaded, page: Page) -> None:
+    page.route("**/config.json", lambda route: route.fulfill(
+        content_type="application/json", body='{"apiBase": "/api", "pollSeconds": 5, "pageSize": 2}'))
+    page.goto(site(loaded))
+    links = page.get_by_role("table").get_by_role("link")
+    expect(links).to_have_count(2)
+    expect(links).to_have_text(["Test 9863", "Test alpha-1"])
+    page.get_by_role("button", name="Show more tests").click()
+    expect(links).to_have_text(["Test 9863", "Test alpha-1", "Test items-demo"])
+    expect(page.get_by_role("button", name="Show more tests")).to_be_hidden()
+    expect(page.get_by_role("status")).to_have_text("3 tests loaded.")
