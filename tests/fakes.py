@@ -191,3 +191,36 @@ class FakeStore:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+class FakeResultsReader:
+    """The ResultsReader contract in memory: views keyed by test id; `fail` makes calls raise."""
+
+    def __init__(self, tests=(), histograms=None, items=None, csv=None) -> None:
+        self.tests = sorted(tests, key=lambda e: e.test_id)
+        self.histograms = histograms or {}
+        self.items = items or {}
+        self.csv = csv or {}
+        self.fail: Exception | None = None
+        self.pages: list[tuple[str | None, int]] = []
+
+    def _check(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+    def list_tests(self, after, limit):
+        self._check()
+        self.pages.append((after, limit))
+        return [e for e in self.tests if after is None or e.test_id > after][:limit]
+
+    def histogram(self, test_id):
+        self._check()
+        return self.histograms.get(test_id)
+
+    def item_analysis(self, test_id):
+        self._check()
+        return self.items.get(test_id)
+
+    def students_csv(self, test_id):
+        self._check()
+        return self.csv.get(test_id)

@@ -114,7 +114,84 @@ ON CONFLICT (test_id, student_number) DO UPDATE
                             >= (s.obtained, s.best_submission_id, s.best_result)
                        THEN EXCLUDED.best_result ELSE s.best_result END),
        updated_at = now()
+RETURNING test_id, student_number, best_submission_id, best_result
 """
+
+# Item-analysis sums from `scans` (test_id, sid, result, sign, t): each scan's answers added (sign 1)
+# or taken away (-1). The lateral OFFSET 0 keeps the look-ups on the primary keys (never a scan of
+# every answer). Rows go in key order, like every other upsert here.
+_APPLY_SCANS = """
+contrib AS (
+    SELECT s.test_id, a.question, a.option, a.awarded::bigint AS x, a.available, s.t, s.sign
+      FROM scans s CROSS JOIN LATERAL (SELECT question, option, awarded, available FROM answers
+                                        WHERE submission_id = s.sid AND result = s.result OFFSET 0) a
+), items AS (
+    INSERT INTO item_sums AS i (test_id, question, answering, sum_x, sum_xx, sum_xt, sum_ratio, nonbinary)
+    SELECT test_id, question, sum(sign), sum(sign * x), sum(sign * x * x), sum(sign * x * t),
+           sum(sign * x::numeric / available), sum(sign * (available <> 1)::int)
+      FROM contrib GROUP BY test_id, question ORDER BY test_id, question
+    ON CONFLICT (test_id, question) DO UPDATE
+       SET answering = i.answering + EXCLUDED.answering, sum_x = i.sum_x + EXCLUDED.sum_x,
+           sum_xx = i.sum_xx + EXCLUDED.sum_xx, sum_xt = i.sum_xt + EXCLUDED.sum_xt,
+           sum_ratio = i.sum_ratio + EXCLUDED.sum_ratio, nonbinary = i.nonbinary + EXCLUDED.nonbinary
+), options AS (
+    INSERT INTO option_counts AS c (test_id, question, option, chosen)
+    SELECT test_id, question, option, sum(sign) FROM contrib
+     GROUP BY test_id, question, option ORDER BY test_id, question, option
+    ON CONFLICT (test_id, question, option) DO UPDATE SET chosen = c.chosen + EXCLUDED.chosen
+)
+INSERT INTO item_totals AS tt (test_id, students, sum_t, sum_tt)
+SELECT test_id, sum(sign), sum(sign * t::bigint), sum(sign * t::bigint * t) FROM scans
+ GROUP BY test_id ORDER BY test_id
+ON CONFLICT (test_id) DO UPDATE
+   SET students = tt.students + EXCLUDED.students, sum_t = tt.sum_t + EXCLUDED.sum_t,
+       sum_tt = tt.sum_tt + EXCLUDED.sum_tt
+"""
+
+# The batch's upsert, and the swap of each student's counted scan in the item-analysis sums, in one
+# statement: `before` reads the counted scans before the upsert (the caller holds the batch's tests
+# rows, so no other marking of these tests runs in between).
+_MERGE_RESULTS = f"""
+WITH before AS (
+    SELECT s.test_id, s.student_number, s.best_submission_id, s.best_result
+      FROM student_results s
+     WHERE (s.test_id, s.student_number) IN
+           (SELECT test_id, student_number FROM validated_results WHERE submission_id = ANY(%(sids)s))
+), merged AS ({_UPSERT_RESULTS}
+), moves AS (
+    SELECT o.test_id, o.best_submission_id AS sid, o.best_result AS result, -1 AS sign
+      FROM merged n JOIN before o USING (test_id, student_number)
+     WHERE o.best_submission_id IS NOT NULL
+       AND (o.best_submission_id, o.best_result) IS DISTINCT FROM (n.best_submission_id, n.best_result)
+    UNION ALL
+    SELECT n.test_id, n.best_submission_id, n.best_result, 1
+      FROM merged n LEFT JOIN before o USING (test_id, student_number)
+     WHERE (o.best_submission_id, o.best_result) IS DISTINCT FROM (n.best_submission_id, n.best_result)
+), scans AS (
+    SELECT m.test_id, m.sid, m.result, m.sign, v.awarded_total AS t
+      FROM moves m CROSS JOIN LATERAL (SELECT awarded_total FROM validated_results
+                                        WHERE submission_id = m.sid AND result = m.result OFFSET 0) v
+     WHERE v.awarded_total IS NOT NULL
+), {_APPLY_SCANS}"""
+
+# The sums of some tests from scratch, from every student's counted scan (after a retract, or to
+# check the incremental sums).
+_REBUILD_ITEM_SUMS = f"""
+WITH scans AS (
+    SELECT s.test_id, s.best_submission_id AS sid, s.best_result AS result, 1 AS sign, v.awarded_total AS t
+      FROM student_results s JOIN validated_results v
+        ON v.submission_id = s.best_submission_id AND v.result = s.best_result
+     WHERE s.test_id = ANY(%(tests)s) AND v.awarded_total IS NOT NULL
+), {_APPLY_SCANS}"""
+
+
+def rebuild_item_sums(conn: psycopg.Connection, test_ids: list[str]) -> None:
+    """Recompute the tests' item-analysis sums from their counted scans (in the caller's transaction;
+    hold the tests rows, as a marking does, when markings may run concurrently)."""
+    for table in ("item_sums", "option_counts", "item_totals"):
+        conn.execute(sql.SQL("DELETE FROM {} WHERE test_id = ANY(%s)").format(sql.Identifier(table)), (test_ids,))
+    conn.execute(_REBUILD_ITEM_SUMS, {"tests": test_ids})
+
 
 # Per (test, submission): its scans and how many of them have awarded marks that do not add up to
 # summary-marks obtained (the test's data-quality figures). A re-applied run writes the same row.
@@ -168,9 +245,11 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
     if not todo:
         return answer
     sids = sorted({sid for sid, _ in todo})
-    conn.execute(_UPSERT_RESULTS, {"sids": sids})
-    conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids})
+    # The version bump first: it locks the batch's tests rows (in test order) until commit, so
+    # markings of one test run one at a time and each sees the counted scans the last one left.
     versions = {test_id: version for test_id, version in conn.execute(_BUMP_VERSIONS, {"sids": sids})}
+    conn.execute(_MERGE_RESULTS, {"sids": sids})
+    conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids})
     for key in todo:
         tests, n = staged[key[0]]
         answer[key] = Marking({t: versions[t] for t in tests}, n, newly_applied=True)
@@ -194,12 +273,12 @@ def apply_marking(conn: psycopg.Connection, submission_id: str, run_id: str) -> 
 # Percent of available marks over float8 (faster than numeric); population stddev;
 # percentiles by linear interpolation between closest ranks (numpy's default).
 # Histogram bins in integer arithmetic (no float edge cases): floor(10 * obtained / available), with
-# 100 % in the last bin. Item analysis over each student's counted scan (best_submission_id), with an
-# unanswered question scoring 0: see docs/architecture.md, "Item analysis", for the formulas.
+# 100 % in the last bin. Item analysis from the sums the marker keeps (item_sums, option_counts,
+# item_totals) over each student's counted scan, an unanswered question scoring 0: see
+# docs/architecture.md, "Item analysis", for the formulas.
 _COMPUTE = """
 WITH sr AS (
-    SELECT student_number, available, obtained, best_submission_id, best_result
-      FROM student_results WHERE test_id = %(test_id)s
+    SELECT available, obtained FROM student_results WHERE test_id = %(test_id)s
 ), pct AS (
     SELECT 100.0::float8 * obtained / available AS p, least(10 * obtained / available, 9) AS bin, available FROM sr
 ), agg AS (
@@ -216,17 +295,14 @@ WITH sr AS (
            count(*) FILTER (WHERE mismatched_results > 0) AS mismatched_submissions,
            coalesce(sum(unanswered_results), 0) AS unanswered_results
       FROM test_submissions WHERE test_id = %(test_id)s
-), x AS (
-    SELECT sr.student_number AS student, a.question, a.option, a.awarded::float8 AS x, a.available
-      FROM sr JOIN answers a ON a.submission_id = sr.best_submission_id AND a.result = sr.best_result
-), tot AS (
-    SELECT student, sum(x) AS t FROM x GROUP BY student
 ), whole AS (
-    SELECT count(*)::float8 AS n, sum(t) AS st, sum(t * t) AS stt FROM tot
+    SELECT coalesce(max(students), 0)::float8 AS n, coalesce(max(sum_t), 0)::float8 AS st,
+           coalesce(max(sum_tt), 0)::float8 AS stt
+      FROM item_totals WHERE test_id = %(test_id)s
 ), per_q AS (
-    SELECT x.question, count(*) AS answering, avg(x.x / x.available) AS difficulty, bool_and(x.available = 1) AS binary,
-           sum(x.x) AS sx, sum(x.x * x.x) AS sxx, sum(x.x * tot.t) AS sxt
-      FROM x JOIN tot USING (student) GROUP BY x.question
+    SELECT question, answering, (sum_ratio / answering)::float8 AS difficulty, nonbinary = 0 AS binary,
+           sum_x::float8 AS sx, sum_xx::float8 AS sxx, sum_xt::float8 AS sxt
+      FROM item_sums WHERE test_id = %(test_id)s AND answering > 0
 ), q AS (
     SELECT per_q.*, w.n, w.st, w.stt,
            -- the item against the rest of the test (total minus the item), over every analysed student
@@ -240,7 +316,8 @@ WITH sr AS (
            jsonb_agg(jsonb_build_object('option', o.option, 'count', o.c, 'frequency', o.c::float8 / q.answering,
                                         'flagged', o.c::float8 / q.answering < 0.05) ORDER BY o.option) AS options,
            bool_or(o.c::float8 / q.answering < 0.05) AS flagged
-      FROM (SELECT question, option, count(*) AS c FROM x GROUP BY question, option) o JOIN q USING (question)
+      FROM (SELECT question, option, chosen AS c FROM option_counts WHERE test_id = %(test_id)s AND chosen > 0) o
+      JOIN q USING (question)
      GROUP BY o.question
 ), items AS (
     SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -262,7 +339,7 @@ INSERT INTO test_statistics AS ts
         max_available, submission_count, histogram, analysed_students, cronbach_alpha, kr20, items,
         mismatched_results, mismatched_submissions, unanswered_results)
 SELECT %(test_id)s, %(version)s, agg.n, agg.mean, agg.stddev, agg.lo, agg.hi, agg.q[1], agg.q[2], agg.q[3], now(),
-       agg.max_available, quality.submissions, hist.bins, whole.n, reliability.alpha,
+       agg.max_available, quality.submissions, hist.bins, whole.n::int, reliability.alpha,
        CASE WHEN reliability.binary THEN reliability.alpha END, items.items,
        quality.mismatched_results, quality.mismatched_submissions, quality.unanswered_results
   FROM agg, hist, quality, whole, items, reliability WHERE agg.n > 0
@@ -304,7 +381,7 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
 
 
 DERIVED_TABLES = ("validated_results", "answers", "student_results", "applied_markings", "test_submissions",
-                  "test_statistics", "tests")
+                  "item_sums", "option_counts", "item_totals", "test_statistics", "tests")
 
 
 def clear_derived(conn: psycopg.Connection) -> None:

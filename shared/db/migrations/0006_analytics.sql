@@ -47,6 +47,37 @@ SELECT test_id, submission_id, count(*), 0, count(*)
  WHERE EXISTS (SELECT 1 FROM applied_markings a WHERE a.submission_id = v.submission_id)
  GROUP BY test_id, submission_id;
 
+-- Item-analysis sums over each student's counted scan, kept current by the marker as deltas (when a
+-- student's counted scan changes, the old scan's contributions are taken away and the new one's
+-- added), so a refresh reads a few rows per question instead of every answer of the test.
+-- x = a question's awarded marks, t = the scan's total awarded marks (validated_results.awarded_total).
+CREATE TABLE item_sums (
+    test_id   text    NOT NULL,
+    question  text    NOT NULL,
+    answering bigint  NOT NULL,                 -- counted scans answering it
+    sum_x     bigint  NOT NULL,
+    sum_xx    bigint  NOT NULL,
+    sum_xt    bigint  NOT NULL,
+    sum_ratio numeric NOT NULL,                 -- sum of awarded / available
+    nonbinary bigint  NOT NULL,                 -- answers whose marks-available is not 1
+    PRIMARY KEY (test_id, question)
+);
+
+CREATE TABLE option_counts (
+    test_id  text   NOT NULL,
+    question text   NOT NULL,
+    option   text   NOT NULL,
+    chosen   bigint NOT NULL,
+    PRIMARY KEY (test_id, question, option)
+);
+
+CREATE TABLE item_totals (
+    test_id  text PRIMARY KEY,
+    students bigint NOT NULL,                   -- counted scans with answers
+    sum_t    bigint NOT NULL,
+    sum_tt   bigint NOT NULL
+);
+
 -- Precomputed with the aggregate, at the same results version.
 ALTER TABLE test_statistics
     ADD COLUMN max_available          integer NOT NULL DEFAULT 0,
