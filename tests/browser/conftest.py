@@ -89,17 +89,29 @@ def post_document(host: HostProcess, body: bytes) -> dict:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def analyst_token() -> str | None:
+    """The token every page starts with. None: the API checks no tokens yet. Once access control is
+    in place, return a development token here; each page then starts signed in (as after #token=)."""
+    return None
+
+
+@pytest.fixture
+def page(browser: Browser, analyst_token: str | None) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    if analyst_token:
+        context.add_init_script(f"sessionStorage.setItem('markr.token', {json.dumps(analyst_token)})")
     page = context.new_page()
     page.set_default_timeout(15_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The page must work under its own Content-Security-Policy (the local host sends it).
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text else None)
     try:
         yield page
     finally:
         context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript or CSP errors on the page: {errors}"
 
 
 def check_accessibility(page: Page) -> None:

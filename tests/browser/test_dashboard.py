@@ -76,6 +76,10 @@ def test_test_page_shows_the_eight_statistics_tied_to_their_labels(loaded, page:
     expect(page.get_by_label("Standard deviation", exact=True)).to_have_text("9.9 pts")
     check_accessibility(page)
     screenshot(page, "test-page")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing may need sideways scrolling
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    check_accessibility(page)
+    screenshot(page, "test-page-narrow")
 
 
 def test_histogram_bars_state_their_range_and_count(loaded, page: Page) -> None:

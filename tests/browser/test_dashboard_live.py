@@ -6,7 +6,7 @@ import json
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import check_accessibility, post_document, site
+from tests.browser.conftest import check_accessibility, post_document, screenshot, site
 from tests.documents import make_document
 
 # The page polls every 5 s (dashboard/config.json) and must show new results within 10 s.
@@ -86,6 +86,7 @@ def test_401_and_403_show_what_to_do_and_the_sign_in_box_sends_the_token(host, p
     page.reload()
     expect(page.get_by_role("heading", level=1, name="Access denied")).to_be_visible()
     expect(page.get_by_text("Ask for the analyst role")).to_be_visible()
+    screenshot(page, "access-denied")
 
     page.unroute("**/api/**")
     sent: list[str | None] = []
