@@ -163,7 +163,15 @@ export function testView(api, testId) {
 
   async function downloadCsv(event) {
     event.preventDefault();
-    const blob = await api.getBlob(`${base}/students.csv`);
+    let blob;
+    try {
+      blob = await api.getBlob(`${base}/students.csv`);
+    } catch (err) {
+      const why = err.status === 401 || err.status === 403 ? "sign in again" : "try again";
+      csvNote.textContent = `The CSV could not be downloaded (${err.message}). Please ${why}.`;
+      announce(csvNote.textContent);
+      return;
+    }
     const url = URL.createObjectURL(blob);
     const a = h("a", { href: url, download: csvName, hidden: true });
     document.body.append(a);

@@ -73,8 +73,10 @@ def test_401_and_403_show_what_to_do_and_the_sign_in_box_sends_the_token(host, p
     refuse = {"status": 401}
 
     def answer(route):  # access control is not in this host yet: the API's refusal is staged here
+        code, message = (("unauthorized", "a bearer token is required") if refuse["status"] == 401
+                         else ("forbidden", "the analyst role is required"))
         route.fulfill(status=refuse["status"], content_type="application/json",
-                      body=json.dumps({"error": {"code": "unauthorized", "message": "a bearer token is required"}}))
+                      body=json.dumps({"error": {"code": code, "message": message}}))
 
     page.route("**/api/**", answer)
     page.goto(site(host) + "#/tests/live-4")
@@ -85,7 +87,7 @@ def test_401_and_403_show_what_to_do_and_the_sign_in_box_sends_the_token(host, p
     refuse["status"] = 403
     page.reload()
     expect(page.get_by_role("heading", level=1, name="Access denied")).to_be_visible()
-    expect(page.get_by_text("Ask for the analyst role")).to_be_visible()
+    expect(page.get_by_text("(403: the analyst role is required). Ask for the analyst role")).to_be_visible()
     screenshot(page, "access-denied")
 
     page.unroute("**/api/**")
@@ -95,3 +97,15 @@ def test_401_and_403_show_what_to_do_and_the_sign_in_box_sends_the_token(host, p
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", level=1, name="Test live-4")).to_be_focused()
     assert sent and set(sent) == {"Bearer analyst-token"}
+
+
+def test_a_refused_csv_download_says_so(host, page: Page) -> None:
+    post_document(host, one_result("live-5", "E1"))
+    page.route("**/students.csv", lambda route: route.fulfill(
+        status=401, content_type="application/json",
+        body=json.dumps({"error": {"code": "unauthorized", "message": "a bearer token is required"}})))
+    page.goto(site(host) + "#/tests/live-5")
+    page.get_by_role("link", name="Download student results (CSV)").click()
+    message = "The CSV could not be downloaded (a bearer token is required). Please sign in again."
+    expect(page.get_by_text(message)).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text(message)
