@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from shared.domain.model import SEPARATOR
 from shared.domain.results_document import TestResult
 from shared.pipeline.ports import CatalogueEntry, Histogram, ItemAnalysis, Statistics
 
@@ -46,17 +47,25 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
             for r in results:
                 copy.write_row((sid, r.result, r.test_id, r.student_number, r.available, r.obtained, r.awarded_total))
                 count += 1
-    if any(r.answers for _, results in documents for r in results):
+    if any(r.answer_sheet for _, results in documents for r in results):
         with conn.cursor().copy(
-            "COPY answers (submission_id, result, test_id, student_number, question, option, available, awarded)"
+            "COPY answers (submission_id, result, test_id, student_number, questions, options, available, awarded)"
             " FROM STDIN"
         ) as copy:
             for sid, results in documents:
                 for r in results:
-                    for a in r.answers:
-                        copy.write_row((sid, r.result, r.test_id, r.student_number, a.question, a.option,
-                                        a.available, a.awarded))
+                    sheet = r.answer_sheet
+                    if sheet is not None:
+                        copy.write_row((sid, r.result, r.test_id, r.student_number, _text_array(sheet.questions),
+                                        _text_array(sheet.options), "{" + sheet.available + "}",
+                                        "{" + sheet.awarded + "}"))
     return count
+
+
+# Array literals written as text (psycopg's list adaptation costs several times more per element,
+# and staging runs over every answer of every document): quote each value, escape \\ and ".
+def _text_array(joined: str) -> str:
+    return '{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace(SEPARATOR, '","') + '"}'
 
 
 def stage_validated(conn: psycopg.Connection, submission_id: str, results: Iterable[TestResult]) -> int:
@@ -122,9 +131,11 @@ RETURNING test_id, student_number, best_submission_id, best_result
 # every answer). Rows go in key order, like every other upsert here.
 _APPLY_SCANS = """
 contrib AS (
-    SELECT s.test_id, a.question, a.option, a.awarded::bigint AS x, a.available, s.t, s.sign
-      FROM scans s CROSS JOIN LATERAL (SELECT question, option, awarded, available FROM answers
-                                        WHERE submission_id = s.sid AND result = s.result OFFSET 0) a
+    SELECT s.test_id, u.question, u.option, u.awarded::bigint AS x, u.available, s.t, s.sign
+      FROM scans s
+     CROSS JOIN LATERAL (SELECT questions, options, available, awarded FROM answers
+                          WHERE submission_id = s.sid AND result = s.result OFFSET 0) a
+     CROSS JOIN LATERAL unnest(a.questions, a.options, a.available, a.awarded) AS u(question, option, available, awarded)
 ), items AS (
     INSERT INTO item_sums AS i (test_id, question, answering, sum_x, sum_xx, sum_xt, sum_ratio, nonbinary)
     SELECT test_id, question, sum(sign), sum(sign * x), sum(sign * x * x), sum(sign * x * t),
@@ -245,6 +256,9 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
     if not todo:
         return answer
     sids = sorted({sid for sid, _ in todo})
+    # A big batch's plan costs enough to trigger JIT compilation, which takes longer than the
+    # statements themselves (seconds); they are plain set operations that need none of it.
+    conn.execute("SET LOCAL jit = off")
     # The version bump first: it locks the batch's tests rows (in test order) until commit, so
     # markings of one test run one at a time and each sees the counted scans the last one left.
     versions = {test_id: version for test_id, version in conn.execute(_BUMP_VERSIONS, {"sids": sids})}

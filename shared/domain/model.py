@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,37 @@ class Answer:
     awarded: int
 
 
+SEPARATOR = "\x1f"  # cannot occur in XML text or attributes, so it joins values safely
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSheet:
+    """A scan's usable answers, kept compact (a 100,000-result document carries two million):
+    questions and options joined with SEPARATOR, marks as comma-separated whole numbers."""
+
+    questions: str
+    options: str
+    available: str
+    awarded: str
+
+    @classmethod
+    def of(cls, answers: Iterable[Answer]) -> AnswerSheet | None:
+        answers = list(answers)
+        if not answers:
+            return None
+        return cls(SEPARATOR.join(a.question for a in answers), SEPARATOR.join(a.option for a in answers),
+                   ",".join(str(a.available) for a in answers), ",".join(str(a.awarded) for a in answers))
+
+    def answers(self) -> tuple[Answer, ...]:
+        return tuple(Answer(q, o, int(av), int(aw)) for q, o, av, aw in zip(
+            self.questions.split(SEPARATOR), self.options.split(SEPARATOR), self.available.split(","),
+            self.awarded.split(","), strict=True))
+
+    @property
+    def awarded_total(self) -> int:
+        return sum(map(int, self.awarded.split(",")))
+
+
 @dataclass(frozen=True, slots=True)
 class TestResult:
     __test__ = False  # not a pytest test class despite the name
@@ -28,12 +60,16 @@ class TestResult:
     first_name: str | None
     last_name: str | None
     scanned_on: str | None  # as written
-    answers: tuple[Answer, ...] = ()  # for item analysis only: scoring uses summary-marks
+    answer_sheet: AnswerSheet | None = None  # for item analysis only: scoring uses summary-marks
+
+    @property
+    def answers(self) -> tuple[Answer, ...]:
+        return self.answer_sheet.answers() if self.answer_sheet else ()
 
     @property
     def awarded_total(self) -> int | None:
         """Sum of the awarded marks, or None when the scan has no usable answers."""
-        return sum(a.awarded for a in self.answers) if self.answers else None
+        return self.answer_sheet.awarded_total if self.answer_sheet else None
 
     def to_json(self) -> dict[str, Any]:
         """The result in the normalized JSON shape (schemas/results-document.schema.json)."""

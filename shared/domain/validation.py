@@ -8,6 +8,7 @@ schema reports it) and translates jsonschema errors into Problems with a result 
 from __future__ import annotations
 
 import json
+import operator
 import re
 from datetime import datetime
 from functools import cache, lru_cache
@@ -18,7 +19,7 @@ from jsonschema.exceptions import ValidationError
 
 import schemas
 from shared.domain.ids import invalid_identifier
-from shared.domain.model import Answer, Problem, TestResult
+from shared.domain.model import SEPARATOR, Answer, AnswerSheet, Problem, TestResult
 from shared.domain.xml_reader import RawResult
 
 SCHEMA_NAME = "results-document.schema.json"
@@ -218,15 +219,70 @@ def _is_date_time(text: str) -> bool:
 _ANSWER_WARNINGS_PER_RESULT = 3
 
 
-def read_answers(raw: RawResult, obtained: int) -> tuple[tuple[Answer, ...], list[Problem]]:
+def read_answers(raw: RawResult, obtained: int) -> tuple[AnswerSheet | None, list[Problem]]:
     """The result's usable answers, and warnings: answers never reject a document (scoring uses
     summary-marks), but an unusable one is left out of item analysis, and awarded marks that do not
     add up to summary-marks obtained are a data-quality warning."""
+    if not raw.answers:
+        return None, []
     n = raw.position
-    answers: list[Answer] = []
     problems: list[str] = []
+    fast = _well_formed_sheet(raw.answers)
+    if fast is not None:
+        sheet, total = fast
+    else:
+        answers = _each_answer(raw.answers, problems)
+        sheet, total = AnswerSheet.of(answers), sum(a.awarded for a in answers)
+    warnings = [Problem("invalid-answer", f"result {n}: {message}; left out of item analysis", n, "answer")
+                for message in problems[:_ANSWER_WARNINGS_PER_RESULT]]
+    if len(problems) > _ANSWER_WARNINGS_PER_RESULT:
+        warnings.append(Problem("invalid-answer", f"result {n}: {len(problems) - _ANSWER_WARNINGS_PER_RESULT} more "
+                                "unusable <answer> elements", n, "answer"))
+    if sheet is not None and not problems and total != obtained:
+        warnings.append(Problem("marks-mismatch", f"result {n}: awarded marks add up to {total}, but "
+                                f"summary-marks/@obtained is {obtained}; the summary is scored", n,
+                                "answer/@marks-awarded"))
+    return sheet, warnings
+
+
+def _well_formed_sheet(rows: list[tuple]) -> tuple[AnswerSheet, int] | None:
+    """The usual case, every answer well-formed, with whole-list operations (two million answers
+    in a large document); None sends the result through _each_answer, which says what is wrong."""
+    questions, available_texts, awarded_texts, texts = zip(*rows, strict=True)
+    if None in questions or None in available_texts or None in awarded_texts:
+        return None
+    for marks in (available_texts, awarded_texts):
+        joined = "".join(marks)  # plain ASCII digits only; anything else is judged one by one
+        if not all(marks) or not (joined.isascii() and joined.isdigit()):
+            return None
+    available, awarded = list(map(int, available_texts)), list(map(int, awarded_texts))
+    if min(available) < 1 or not all(map(operator.le, awarded, available)):
+        return None
+    names = list(map(str.strip, questions))
+    if not all(names) or len(set(names)) != len(names):
+        return None
+    sheet = AnswerSheet(_shared(SEPARATOR.join(names)), SEPARATOR.join(map(str.strip, texts)),
+                        _shared(",".join(map(str, available))), ",".join(map(str, awarded)))
+    return sheet, sum(awarded)
+
+
+_SHARED: dict[str, str] = {}
+
+
+def _shared(value: str) -> str:
+    """One copy of values that repeat across a test's results (its question list and marks)."""
+    found = _SHARED.get(value)
+    if found is None:
+        if len(_SHARED) >= 4096:
+            _SHARED.clear()
+        found = _SHARED[value] = value
+    return found
+
+
+def _each_answer(rows: list[tuple], problems: list[str]) -> list[Answer]:
+    answers: list[Answer] = []
     seen: set[str] = set()
-    for question, available_text, awarded_text, text in raw.answers:
+    for question, available_text, awarded_text, text in rows:
         q = (question or "").strip()
         available, awarded = _number(available_text), _number(awarded_text)
         if not q:
@@ -240,20 +296,10 @@ def read_answers(raw: RawResult, obtained: int) -> tuple[tuple[Answer, ...], lis
         else:
             seen.add(q)
             answers.append(Answer(q, text.strip(), available, awarded))
-    warnings = [Problem("invalid-answer", f"result {n}: {message}; left out of item analysis", n, "answer")
-                for message in problems[:_ANSWER_WARNINGS_PER_RESULT]]
-    if len(problems) > _ANSWER_WARNINGS_PER_RESULT:
-        warnings.append(Problem("invalid-answer", f"result {n}: {len(problems) - _ANSWER_WARNINGS_PER_RESULT} more "
-                                "unusable <answer> elements", n, "answer"))
-    total = sum(a.awarded for a in answers)
-    if answers and not problems and total != obtained:
-        warnings.append(Problem("marks-mismatch", f"result {n}: awarded marks add up to {total}, but "
-                                f"summary-marks/@obtained is {obtained}; the summary is scored", n,
-                                "answer/@marks-awarded"))
-    return tuple(answers), warnings
+    return answers
 
 
-def to_test_result(raw: RawResult, item: dict[str, Any], answers: tuple[Answer, ...] = ()) -> TestResult:
+def to_test_result(raw: RawResult, item: dict[str, Any], answers: AnswerSheet | None = None) -> TestResult:
     return TestResult(
         result=raw.position,
         student_number=item["studentNumber"],
@@ -263,5 +309,5 @@ def to_test_result(raw: RawResult, item: dict[str, Any], answers: tuple[Answer, 
         first_name=item.get("firstName"),
         last_name=item.get("lastName"),
         scanned_on=item.get("scannedOn"),
-        answers=answers,
+        answer_sheet=answers,
     )

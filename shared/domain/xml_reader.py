@@ -26,7 +26,8 @@ RESULT_TAG = "mcq-test-result"
 TEXT_FIELDS = frozenset({"first-name", "last-name", "student-number", "test-id"})
 SUMMARY_TAG = "summary-marks"
 ANSWER_TAG = "answer"
-_FIELD_TAGS = tuple(f"{{*}}{name}" for name in (*sorted(TEXT_FIELDS), SUMMARY_TAG, ANSWER_TAG))
+_FIELD_TAGS = tuple(f"{{*}}{name}" for name in (*sorted(TEXT_FIELDS), SUMMARY_TAG))
+_ANSWER = f"{{*}}{ANSWER_TAG}"
 
 
 class DocumentRejected(Exception):
@@ -105,6 +106,8 @@ def read_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
             current = RawResult(position, scanned_on=elem.get("scanned-on"))
             for child in elem.iterchildren(*_FIELD_TAGS):  # unknown children skipped in C
                 _read_field(current, child)
+            current.answers = [(a.get("question"), a.get("marks-available"), a.get("marks-awarded"), a.text or "")
+                               for a in elem.iterchildren(_ANSWER)]
             yield current
             _discard(elem)
     except etree.XMLSyntaxError as exc:
@@ -182,10 +185,7 @@ def _check_root(root: etree._Element) -> None:
 
 def _read_field(raw: RawResult, elem: etree._Element) -> None:
     name = _local(elem.tag)
-    if name == ANSWER_TAG:
-        raw.answers.append((elem.get("question"), elem.get("marks-available"), elem.get("marks-awarded"),
-                            elem.text or ""))
-    elif name in TEXT_FIELDS:
+    if name in TEXT_FIELDS:
         if name in raw.texts:
             raw.duplicates.append(name)
         else:

@@ -9,19 +9,19 @@ import psycopg
 import pytest
 
 from shared.db import results as results_db
-from shared.domain.model import Answer, TestResult
+from shared.domain.model import Answer, AnswerSheet, TestResult
 
 SID = [f"01JA00000000000000000000{i:02d}" for i in range(10)]
 
 
 def scan(student, obtained, available, answers=(), test="t1"):
-    return TestResult(0, student, test, available, obtained, None, None, None, tuple(answers))
+    return TestResult(0, student, test, available, obtained, None, None, None, AnswerSheet.of(answers))
 
 
 def mark(conn, documents, test="t1"):
     """Stage and mark several documents in one batch, then refresh the test's views."""
     staged = [(sid, [TestResult(i + 1, r.student_number, r.test_id, r.available, r.obtained, None, None, None,
-                                r.answers) for i, r in enumerate(rows)]) for sid, rows in documents]
+                                r.answer_sheet) for i, r in enumerate(rows)]) for sid, rows in documents]
     with conn.transaction():
         results_db.stage_many(conn, staged)
         marked = results_db.apply_markings(conn, [(sid, sid) for sid, _ in documents])
@@ -160,14 +160,15 @@ def test_mismatched_marks_are_counted_per_result_and_per_submission(conn):
     mark(conn, [(SID[2], [scan("s5", 1, 2, answers(1, 1))])])
     a = results_db.get_item_analysis(conn, "t1")
     assert (a.submission_count, a.mismatched_results, a.mismatched_submissions) == (3, 3, 2)
-    assert conn.execute("SELECT count(*) FROM answers WHERE submission_id = %s", (SID[0],)).fetchone()[0] == 6
+    assert conn.execute("SELECT sum(cardinality(questions)) FROM answers WHERE submission_id = %s",
+                        (SID[0],)).fetchone()[0] == 6
 
 
 def test_a_redelivered_marking_counts_nothing_twice(conn):
     doc = [(SID[0], [scan("s1", 2, 2, answers(1, 0))])]
     mark(conn, doc)
     with conn.transaction():
-        results_db.stage_many(conn, [(SID[0], [TestResult(1, "s1", "t1", 2, 2, None, None, None, tuple(answers(1, 0)))])])
+        results_db.stage_many(conn, [(SID[0], [TestResult(1, "s1", "t1", 2, 2, None, None, None, AnswerSheet.of(answers(1, 0)))])])
         results_db.apply_markings(conn, [(SID[0], "replay-run")])
     results_db.refresh_statistics(conn, "t1", 2)
     a = results_db.get_item_analysis(conn, "t1")
@@ -175,7 +176,7 @@ def test_a_redelivered_marking_counts_nothing_twice(conn):
 
 
 def test_answers_are_stored_by_student_number_never_names(conn):
-    mark(conn, [(SID[0], [TestResult(1, "002299", "t1", 2, 1, "KJ", "Alysander", None, tuple(answers(1, 0)))])])
+    mark(conn, [(SID[0], [TestResult(1, "002299", "t1", 2, 1, "KJ", "Alysander", None, AnswerSheet.of(answers(1, 0)))])])
     columns = {r[0] for r in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'answers'")}
     assert "student_number" in columns and "submission_id" in columns
@@ -227,3 +228,47 @@ def test_the_sums_kept_by_marking_equal_sums_rebuilt_from_scratch(conn):
     with conn.transaction():
         results_db.rebuild_item_sums(conn, ["t1"])
     assert sums(conn) == kept
+
+
+def test_questions_and_options_round_trip_whatever_their_characters(conn):
+    odd = ['a"b', "c\\d", "e,f", "{g}", "", "NULL", "ü ✓", "tab\there"]
+    got = [Answer(f"q{o}", o, 1, 1) for o in odd]
+    mark(conn, [(SID[0], [scan("s1", len(odd), len(odd), got)])])
+    items = results_db.get_item_analysis(conn, "t1").items
+    assert sorted((i["question"], i["options"][0]["option"]) for i in items) == sorted((f"q{o}", o) for o in odd)
+
+
+def test_migration_0006_on_existing_results(postgres_server):
+    """Results marked before 0006: counted scans, catalogue figures and histogram are filled in."""
+    from shared.db.migrations import migration_files
+
+    name = "t_upgrade_0006"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        with psycopg.connect(postgres_server.rpartition("/")[0] + "/" + name, autocommit=True) as c:
+            files = dict(migration_files())
+            for version in sorted(v for v in files if v < 6):
+                c.execute(files[version].read_text())
+            c.execute("""
+                INSERT INTO validated_results VALUES ('S1', 1, 't', 'a', 10, 4), ('S1', 2, 't', 'a', 10, 6),
+                                                     ('S2', 1, 't', 'a', 10, 6), ('S2', 2, 't', 'b', 10, 10);
+                INSERT INTO applied_markings VALUES ('S1', 'S1', '{"t": 1}', 2), ('S2', 'S2', '{"t": 2}', 2);
+                INSERT INTO tests VALUES ('t', 2);
+                INSERT INTO student_results VALUES ('t', 'a', 10, 6, '{S1,S2}'), ('t', 'b', 10, 10, '{S2}');
+                INSERT INTO test_statistics (test_id, computed_version, count, mean, stddev, min, max, p25, p50, p75)
+                     VALUES ('t', 2, 2, 80, 20, 60, 100, 70, 80, 90);
+            """)
+            c.execute(files[6].read_text())
+            pointers = c.execute("SELECT student_number, best_submission_id, best_result FROM student_results"
+                                 " ORDER BY 1").fetchall()
+            assert pointers == [("a", "S2", 1), ("b", "S2", 2)]  # a: 6 twice, the later submission
+            hist = results_db.get_histogram(c, "t")
+            assert hist.counts == (0, 0, 0, 0, 0, 0, 1, 0, 0, 1) and hist.total == 2
+            [entry] = results_db.list_tests(c, None, 10)
+            assert (entry.max_available, entry.submission_count) == (10, 2)
+            assert results_db.get_item_analysis(c, "t").unanswered_results == 4
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

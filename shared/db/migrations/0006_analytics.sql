@@ -1,18 +1,19 @@
 -- Analysts' read side: answers for item analysis, per-submission data quality, and the precomputed
 -- catalogue, histogram and item analysis (refreshed with the aggregate, per test per batch).
 
--- Every <answer> of every accepted scan, by student number (never names). submission_id is the
--- lineage: deleting a submission's rows removes its answers.
+-- The <answer> elements of every accepted scan that has any, one row per scan (arrays in document
+-- order, one element per answer: a row per answer made staging several times slower), by student
+-- number, never names. submission_id is the lineage: deleting a submission's rows removes its answers.
 CREATE TABLE answers (
-    submission_id  text    NOT NULL,
-    result         integer NOT NULL,            -- the scan's position in its document, from 1
-    test_id        text    NOT NULL,
-    student_number text    NOT NULL,
-    question       text    NOT NULL,
-    option         text    NOT NULL,            -- the chosen option as written ('' when blank)
-    available      integer NOT NULL CHECK (available >= 1),
-    awarded        integer NOT NULL CHECK (awarded >= 0 AND awarded <= available),
-    PRIMARY KEY (submission_id, result, question)
+    submission_id  text      NOT NULL,
+    result         integer   NOT NULL,          -- the scan's position in its document, from 1
+    test_id        text      NOT NULL,
+    student_number text      NOT NULL,
+    questions      text[]    NOT NULL,          -- unique within the scan
+    options        text[]    NOT NULL,          -- the chosen option as written ('' when blank)
+    available      integer[] NOT NULL,
+    awarded        integer[] NOT NULL,          -- 0 <= awarded <= available, checked by the validator
+    PRIMARY KEY (submission_id, result)
 );
 
 -- Sum of a scan's awarded marks; NULL when the scan carried no usable <answer> elements.
@@ -92,7 +93,7 @@ ALTER TABLE test_statistics
     ADD COLUMN unanswered_results     integer NOT NULL DEFAULT 0;
 
 -- Statistics computed before this migration: their catalogue and histogram figures. Answers of
--- documents imported before it were not kept; `markr-ops reprocess --all` reads them from the vault.
+-- documents imported before it were not kept; `markr-ops reprocess --all --rebuild` reads them again.
 UPDATE test_statistics ts
    SET max_available = f.max_available, histogram = f.histogram, submission_count = f.submissions,
        unanswered_results = f.unanswered
