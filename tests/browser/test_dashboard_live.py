@@ -109,3 +109,15 @@ def test_a_refused_csv_download_says_so(host, page: Page) -> None:
     message = "The CSV could not be downloaded (a bearer token is required). Please sign in again."
     expect(page.get_by_text(message)).to_be_visible()
     expect(page.get_by_role("status")).to_have_text(message)
+
+
+def test_sign_in_page_keeps_the_token_for_the_tab_and_returns_to_the_list(host, page: Page) -> None:
+    page.goto(site(host))
+    page.get_by_role("link", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1, name="Sign in")).to_be_focused()
+    check_accessibility(page)
+    page.get_by_label("Access token").fill("  typed-token  ")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1, name="Tests")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('markr.token')") == "typed-token"
