@@ -116,6 +116,7 @@ def test_a_refused_csv_download_says_so(host, page: Page) -> None:
 def test_sign_in_page_keeps_the_token_for_the_tab_and_returns_to_the_list(host, page: Page, analyst_token) -> None:
     token = analyst_token or "typed-token"
     page.goto(site(host))
+    expect(page.get_by_role("heading", level=1, name="Tests")).to_be_visible()
     if analyst_token:  # every page starts signed in: the header offers Sign out instead
         page.evaluate("() => { location.hash = '#/sign-in'; }")
     else:
