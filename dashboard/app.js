@@ -2,9 +2,9 @@
 //   #/              the test catalogue, with search
 //   #/tests/{id}    one test
 //   #/sign-in       paste a token (development) or sign in through the configured provider
-import { Api, AuthError } from "./api.js";
+import { Api, ApiError, AuthError } from "./api.js";
 import { loadProvider, takeTokenFromFragment } from "./auth.js";
-import { h, replace } from "./dom.js";
+import { announce, h, replace } from "./dom.js";
 import { listView } from "./views/list.js";
 import { TestNotFound, testView } from "./views/test.js";
 
@@ -78,16 +78,38 @@ async function poll(state) {
   window.clearTimeout(state.timer);
   try {
     await state.view.refresh(false);
+    setNotice(null);
   } catch (err) {
-    if (current === state) fail(err);
-    return;
+    if (current !== state) return;
+    // A poll that cannot reach the API (network, 503) keeps the page as it is and tries again.
+    if (err instanceof ApiError && (err.status === 0 || err.status >= 500)) {
+      setNotice(`The results could not be refreshed (${err.message.replace(/\.$/, "")}). Trying again every ${pollMs() / 1000} s.`);
+    } else {
+      fail(err);
+      return;
+    }
   }
   if (current === state) schedule(state);
+}
+
+// Shown (and announced once) while polls fail; cleared by the next successful poll.
+function setNotice(message, quiet = false) {
+  const notice = document.getElementById("notice");
+  if (!message) {
+    if (!notice.hidden && !quiet) announce("Connection restored: results are up to date.");
+    notice.hidden = true;
+    notice.textContent = "";
+    return;
+  }
+  if (notice.hidden) announce(message);
+  notice.textContent = message;
+  notice.hidden = false;
 }
 
 function stop() {
   if (current) window.clearTimeout(current.timer);
   current = null;
+  setNotice(null, true);
 }
 
 function fail(err) {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devhost.stack import ROOT
 from devhost.testing import HostProcess, start_host_process
@@ -25,6 +25,8 @@ from devhost.testing import HostProcess, start_host_process
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = ROOT / ".local" / "screenshots"
 # Chromium in a closed network: no background fetches, no component updates (see scripts/bootstrap.sh).
+# Assertions wait up to 10 s for the page (Playwright's default, 5 s, is short on a busy 2-core machine).
+expect.set_options(timeout=10_000)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]
 

@@ -128,3 +128,22 @@ def test_sign_in_page_keeps_the_token_for_the_tab_and_returns_to_the_list(host, 
     expect(page.get_by_role("heading", level=1, name="Tests")).to_be_visible()
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     assert page.evaluate("() => sessionStorage.getItem('markr.token')") == token
+
+
+def test_a_failed_poll_keeps_the_page_and_says_so_until_the_api_is_back(host, page: Page) -> None:
+    post_document(host, one_result("live-6", "F1"))
+    page.goto(site(host) + "#/tests/live-6")
+    students = page.get_by_label("Students", exact=True)
+    expect(students).to_have_text("1")
+    page.route("**/live-6/aggregate", lambda route: route.fulfill(
+        status=503, content_type="application/json", headers={"Retry-After": "5"},
+        body=json.dumps({"error": {"code": "database-unavailable", "message": "the database cannot be reached"}})))
+    notice = page.locator("#notice")
+    message = "The results could not be refreshed (the database cannot be reached). Trying again every 5 s."
+    expect(notice).to_have_text(message, timeout=WITHIN_POLL)
+    expect(page.get_by_role("status")).to_have_text(message)
+    expect(students).to_have_text("1")  # the page stays
+    check_accessibility(page)
+    page.unroute("**/live-6/aggregate")
+    expect(notice).to_be_hidden(timeout=WITHIN_POLL)
+    expect(page.get_by_role("status")).to_have_text("Connection restored: results are up to date.")
