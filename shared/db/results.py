@@ -327,18 +327,18 @@ WITH sr AS (
       FROM per_q CROSS JOIN whole w
 ), opts AS (
     SELECT o.question,
-           jsonb_agg(jsonb_build_object('option', o.option, 'count', o.c, 'frequency', o.c::float8 / q.answering,
+           json_agg(json_build_object('option', o.option, 'count', o.c, 'frequency', o.c::float8 / q.answering,
                                         'flagged', o.c::float8 / q.answering < 0.05) ORDER BY o.option) AS options,
            bool_or(o.c::float8 / q.answering < 0.05) AS flagged
       FROM (SELECT question, option, chosen AS c FROM option_counts WHERE test_id = %(test_id)s AND chosen > 0) o
       JOIN q USING (question)
      GROUP BY o.question
 ), items AS (
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
+    SELECT coalesce(json_agg(json_build_object(
                'question', q.question, 'answering', q.answering, 'difficulty', q.difficulty,
                'discrimination', q.discrimination, 'flagged', opts.flagged, 'options', opts.options)
              ORDER BY CASE WHEN q.question ~ '^[0-9]{1,18}$' THEN q.question::bigint END NULLS LAST, q.question),
-             '[]') AS items,
+             '[]'::json) AS items,
            count(*) AS k, sum(q.variance) AS item_variance, bool_and(q.binary) AS binary
       FROM q JOIN opts USING (question)
 ), reliability AS (

@@ -62,3 +62,12 @@ def test_options_and_questions_are_trimmed_strings_and_blank_is_an_option() -> N
 def test_a_rejected_document_carries_no_answers() -> None:
     doc = parse_results_document(make_document([{"obtained": 30, "available": 20}]))
     assert not doc.valid and doc.results == ()
+
+
+def test_the_well_formed_fast_path_and_the_one_by_one_path_agree() -> None:
+    tidy = answer("1", "2", "1", "A") + answer("2", "1", "0", "B")
+    # Spaces and a plus sign send the result through the one-by-one path; the values are the same.
+    loose = answer(" 1", " 2 ", "+1", "A") + answer("2 ", "01", "0", " B ")
+    fast, slow = (parse_results_document(doc_with(x, obtained=1, available=3)).results[0] for x in (tidy, loose))
+    assert fast.answer_sheet == slow.answer_sheet
+    assert fast.answers == (Answer("1", "A", 2, 1), Answer("2", "B", 1, 0)) and fast.awarded_total == 1
