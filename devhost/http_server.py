@@ -6,6 +6,7 @@ invoked and the connection is closed: where the next request starts is unknown),
 FUNCTIONS_REQUEST_BODY_SIZE_LIMIT 413 - all as JSON errors. GET /admin/host/invocations answers
 the invocation counts per function (the local host only; the real host has /admin routes too);
 GET /.well-known/jwks.json the development token issuer's keys (devhost/devissuer.py).
+Other GET/HEAD requests outside the route prefix get the dashboard's static files (static_site.py).
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ import time
 import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
-from devhost import devissuer, logs
+from devhost import devissuer, logs, static_site
 from devhost.accounting import InvocationCounts
 from devhost.discovery import HttpFunction
 from devhost.invoke import call
@@ -82,6 +84,7 @@ class FunctionHttpServer(ThreadingHTTPServer):
         self.in_flight = InFlight()
         self.draining = False
         self.counts = counts or InvocationCounts(f.name for f in functions)
+        self.static_root: Path | None = static_site.DASHBOARD  # GET/HEAD outside the route prefix
         super().__init__(address, _Handler, bind_and_activate=listen_socket is None)
         if listen_socket is not None:
             # Pre-fork worker: serve the socket the parent listens on. Non-blocking, because the
@@ -145,6 +148,14 @@ class _Handler(BaseHTTPRequestHandler):
         if method in ("GET", "HEAD") and (document := devissuer.well_known(split.path)) is not None:
             self._send_json(200, document)  # the development issuer's JWKS (devhost/devissuer.py)
             return
+        if relative is None and method in ("GET", "HEAD"):
+            found = static_site.find(self.server.static_root, split.path)
+            if found is not None:
+                self.send_response(200)
+                for key, value in found.headers().items():
+                    self.send_header(key, value)
+                self._finish(found.body)
+                return
         matches = []
         if relative is not None:
             for fn in self.server.functions:

@@ -31,6 +31,9 @@ param authTenantId string = tenant().tenantId
 
 @description('Audiences the API accepts, comma-separated: its App ID URI and/or application (client) id (docs/deploy.md, "Who may call"); empty = api://markr-<environmentName>.')
 param apiAudience string = ''
+// Static Web Apps is offered in a few regions only (westeurope, westus2, centralus, eastus2, eastasia).
+@description('Region of the analysts\' dashboard (Azure Static Web Apps).')
+param dashboardLocation string = 'westeurope'
 
 // The one queue definition, shared with the local queue engine (shared/bus/queues.py).
 var queueSpec = loadJsonContent('../schemas/queues.json')
@@ -159,6 +162,16 @@ module keyVault 'modules/keyvault.bicep' = {
   }
 }
 
+module dashboard 'modules/dashboard.bicep' = {
+  scope: rg
+  name: 'dashboard'
+  params: {
+    location: dashboardLocation
+    tags: tags
+    name: 'stapp-markr-${token}'
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   scope: rg
   name: 'functionapp'
@@ -187,6 +200,7 @@ module functionApp 'modules/functionapp.bicep' = {
     dbPoolMax: sizing.dbPoolMax
     authTenantId: authTenantId
     apiAudience: empty(apiAudience) ? 'api://markr-${environmentName}' : apiAudience
+    corsAllowedOrigins: ['https://${dashboard.outputs.defaultHostName}']
   }
 }
 
@@ -208,3 +222,5 @@ output MARKR_API_BASE_URL string = 'https://${functionApp.outputs.defaultHostNam
 output SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
 output POSTGRES_HOST string = postgres.outputs.fqdn
 output AZURE_CLIENT_ID string = identity.outputs.clientId
+output MARKR_DASHBOARD_NAME string = dashboard.outputs.name
+output MARKR_DASHBOARD_URL string = 'https://${dashboard.outputs.defaultHostName}/'

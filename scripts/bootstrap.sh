@@ -22,8 +22,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
   echo "$want" > "$stamp"
 fi
-if [ ! -x node_modules/.bin/azurite-table ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "==> installing Node packages (Azurite)"
+if [ ! -x node_modules/.bin/azurite-table ] || [ ! -f node_modules/axe-core/axe.min.js ] \
+   || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "==> installing Node packages (Azurite, axe-core)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 project_stamp=".venv/.project.sha256"
@@ -39,4 +40,17 @@ if [ ! -f "$checkov_venv/.installed" ] || [ ! -x "$checkov_venv/bin/checkov" ]; 
   "$(python_bin)" -m venv --clear "$checkov_venv"
   "$checkov_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/infra/checkov-requirements.txt
   cp tests/infra/checkov-requirements.txt "$checkov_venv/.installed"
+fi
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright (never a browser
+# build of Playwright's own: it cannot be downloaded here). MARKR_CHROMIUM names another binary.
+if [ -z "${MARKR_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing Chromium (apt-get install chromium) for the browser tests"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+      echo "==> apt-get could not install chromium: the browser tests (tests/browser) will fail." >&2
+    fi
+  else
+    echo "==> Chromium is missing: the browser tests (tests/browser) will fail." >&2
+    echo "    Install it with 'sudo apt-get install chromium', or set MARKR_CHROMIUM to a Chromium binary." >&2
+  fi
 fi

@@ -19,7 +19,7 @@ from devhost.stack import ROOT, Azurite, Postgres
 from shared.db.migrations import migrate
 
 TEST_DIR = ROOT / ".local" / "test"
-LAYERS = ("unit", "integration", "e2e", "contract", "infra")
+LAYERS = ("unit", "integration", "e2e", "contract", "infra", "browser")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

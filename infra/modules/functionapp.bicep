@@ -38,6 +38,9 @@ param apiAudience string
 // Entra ID v2.0 tokens of the tenant (the API's app registration asks for v2 tokens: docs/deploy.md).
 var loginEndpoint = environment().authentication.loginEndpoint
 
+@description('Browser origins allowed to call the API (the analysts\' dashboard on Static Web Apps).')
+param corsAllowedOrigins array = []
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   //checkov:skip=CKV_AZURE_225:Flex Consumption zone redundancy exists only in some regions; the region is a deploy-time choice (see docs/deploy.md)
   name: planName
@@ -110,6 +113,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      cors: { allowedOrigins: corsAllowedOrigins, supportCredentials: false }
       appSettings: [for setting in items(appSettings): { name: setting.key, value: setting.value }]
     }
     functionAppConfig: {

@@ -17,4 +17,4 @@ def test_the_deployment_carries_the_schemas_and_queue_definitions_the_app_reads(
 
 
 def test_local_tools_stay_out_of_the_deployment():
-    assert {"devhost", "markr_ops", "tests", "bench", "scripts", "infra"} <= ignored()
+    assert {"devhost", "markr_ops", "tests", "bench", "scripts", "infra", "dashboard"} <= ignored()
