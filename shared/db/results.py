@@ -268,6 +268,19 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
     # The version bump first: it locks the batch's tests rows (in test order) until commit, so
     # markings of one test run one at a time and each sees the counted scans the last one left.
     versions = {test_id: version for test_id, version in conn.execute(_BUMP_VERSIONS, {"sids": sids})}
+    # The bump waited for any retraction in progress (it locks `tests` first): rows a validation
+    # staged while that retraction ran escaped its delete, so they are dropped here, unmarked.
+    retracted = {sid for (sid,) in conn.execute(
+        "SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))}
+    if retracted:
+        conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sorted(retracted),))
+        conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sorted(retracted),))
+        for key in [key for key in todo if key[0] in retracted]:
+            answer[key] = None
+        todo = [key for key in todo if key[0] not in retracted]
+        sids = sorted({sid for sid, _ in todo})
+        if not todo:
+            return answer
     conn.execute(_MERGE_RESULTS, {"sids": sids})
     conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids})
     for key in todo:

@@ -233,3 +233,22 @@ def test_replay_and_reprocess_work_across_a_key_rotation(pipeline, tmp_path) -> 
     pipeline.drain()
     assert {state(pipeline, s)["status"] for s in (small, big)} == {"completed"}
     assert rows(pipeline) == before
+
+
+def test_rows_staged_while_a_retraction_ran_are_never_marked(database_url) -> None:
+    """A validation that staged its rows while the retraction ran (so its delete missed them) and a
+    marking after it: the marking drops them instead of bringing the submission back."""
+    import psycopg
+
+    from shared.db import results as results_db
+    from shared.domain.results_document import TestResult
+
+    sid = "01JA0000000000000000000009"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        results_db.stage_validated(conn, sid, [TestResult(1, "s1", "t1", 10, 5, None, None, None)])
+        conn.execute("INSERT INTO retractions (submission_id, source, reason, retracted_at)"
+                     " VALUES (%s, 'v', 'wrong batch', now())", (sid,))
+        with pytest.raises(results_db.NothingToMarkError):
+            results_db.apply_marking(conn, sid, sid)
+        for table in ("validated_results", "student_results", "applied_markings"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
