@@ -268,6 +268,19 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
     # The version bump first: it locks the batch's tests rows (in test order) until commit, so
     # markings of one test run one at a time and each sees the counted scans the last one left.
     versions = {test_id: version for test_id, version in conn.execute(_BUMP_VERSIONS, {"sids": sids})}
+    # The bump waited for any retraction in progress (it locks `tests` first): rows a validation
+    # staged while that retraction ran escaped its delete, so they are dropped here, unmarked.
+    retracted = {sid for (sid,) in conn.execute(
+        "SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))}
+    if retracted:
+        conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sorted(retracted),))
+        conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sorted(retracted),))
+        for key in [key for key in todo if key[0] in retracted]:
+            answer[key] = None
+        todo = [key for key in todo if key[0] not in retracted]
+        sids = sorted({sid for sid, _ in todo})
+        if not todo:
+            return answer
     conn.execute(_MERGE_RESULTS, {"sids": sids})
     conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids})
     for key in todo:
@@ -443,10 +456,14 @@ def get_item_analysis(conn: psycopg.Connection, test_id: str) -> ItemAnalysis | 
     return ItemAnalysis(*row) if row else None
 
 
+# A cell a spreadsheet would take for a formula (starting = + - @, tab or carriage return) gets a
+# leading single quote, as OWASP's CSV-injection advice says: vendors write the student numbers.
 _STUDENTS_CSV = """
-COPY (SELECT student_number, available, obtained, 100.0::float8 * obtained / available AS percent,
+COPY (SELECT CASE WHEN left(s.student_number, 1) IN ('=', '+', '-', '@', chr(9), chr(13))
+                  THEN '''' || s.student_number ELSE s.student_number END AS student_number,
+             available, obtained, 100.0::float8 * obtained / available AS percent,
              cardinality(submission_ids) AS submissions
-        FROM student_results WHERE test_id = {test_id} ORDER BY student_number)
+        FROM student_results s WHERE test_id = {test_id} ORDER BY s.student_number)
   TO STDOUT WITH (FORMAT csv, HEADER)
 """
 

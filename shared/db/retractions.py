@@ -3,8 +3,11 @@
 validated_results keeps every accepted document's rows per submission, and student_results names
 the submissions behind each (test, student). So each affected pair is recomputed from the validated
 rows of its remaining submissions by the marker's rule (highest available and highest obtained,
-independently); a pair with none left is deleted. The affected tests get a new results version and
-their statistics are recomputed (or removed, when no student is left) before the transaction commits.
+independently), and so is its counted scan for item analysis (highest obtained, the latest on a tie);
+a pair with none left is deleted. The submission's validated rows, answers and data-quality counts
+go, the affected tests' item-analysis sums are rebuilt from the counted scans that remain, and the
+tests get a new results version and their statistics (aggregate, histogram, catalogue entry, items)
+are recomputed, or removed when no student is left, before the transaction commits.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 from shared.db import results, submissions
 from shared.domain.submission_status import Event
@@ -49,7 +53,10 @@ WITH affected AS (
       FROM student_results WHERE submission_ids @> ARRAY[%(sid)s]::text[]
 ), recomputed AS (
     SELECT a.test_id, a.student_number, max(v.available) AS available, max(v.obtained) AS obtained,
-           array_agg(DISTINCT v.submission_id ORDER BY v.submission_id) AS submission_ids
+           array_agg(DISTINCT v.submission_id ORDER BY v.submission_id) AS submission_ids,
+           -- the counted scan, by the marker's rule (shared/db/results.py, _UPSERT_RESULTS)
+           (array_agg(v.submission_id ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_sid,
+           (array_agg(v.result ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_result
       FROM affected a
       JOIN validated_results v ON v.test_id = a.test_id AND v.student_number = a.student_number
                               AND v.submission_id = ANY(a.remaining)
@@ -57,7 +64,8 @@ WITH affected AS (
      GROUP BY a.test_id, a.student_number
 ), updated AS (
     UPDATE student_results s
-       SET available = r.available, obtained = r.obtained, submission_ids = r.submission_ids, updated_at = now()
+       SET available = r.available, obtained = r.obtained, submission_ids = r.submission_ids,
+           best_submission_id = r.best_sid, best_result = r.best_result, updated_at = now()
       FROM recomputed r
      WHERE s.test_id = r.test_id AND s.student_number = r.student_number
     RETURNING s.test_id
@@ -69,6 +77,9 @@ WITH affected AS (
 )
 SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM removed)
 """
+
+# Tests whose data-quality figures count the submission (normally the same tests as above).
+_COUNTED_IN = "SELECT test_id FROM test_submissions WHERE submission_id = %(sid)s"
 
 _BUMP = """
 UPDATE tests SET results_version = results_version + 1 WHERE test_id = ANY(%(tests)s)
@@ -89,6 +100,9 @@ def retract(conn: psycopg.Connection, submission_id: str, source: str, reason: s
         # Waits for markings that already wrote results to commit, and holds new ones off until we
         # commit, so a marking of this submission cannot slip its rows in behind the recomputation
         # (one that starts later finds its validated rows gone). Retractions are rare and short.
+        # `tests` first, in the marker's order (it bumps the tests' versions, then writes
+        # student_results), so a marking and a retraction never wait for each other in a cycle.
+        conn.execute("LOCK TABLE tests IN SHARE ROW EXCLUSIVE MODE")
         conn.execute("LOCK TABLE student_results IN SHARE ROW EXCLUSIVE MODE")
         params = {"sid": submission_id, "source": source, "reason": reason, "at": at}
         row = conn.execute(_RECORD, params).fetchone()
@@ -97,12 +111,18 @@ def retract(conn: psycopg.Connection, submission_id: str, source: str, reason: s
                                   " WHERE submission_id = %s", (submission_id,)).fetchone()
             return Retraction(submission_id, before[0], before[1], before[2], newly=False, erased_at=before[3],
                               sha256=before[4])
-        tests = sorted({t for t, _ in conn.execute(_AFFECTED, params).fetchall()})
+        tests = sorted({t for t, _ in conn.execute(_AFFECTED, params).fetchall()}
+                       | {t for (t,) in conn.execute(_COUNTED_IN, params).fetchall()})
         recomputed, removed = conn.execute(_RECOMPUTE, params).fetchone()  # type: ignore[misc]
-        # Its rows go too: a marking still in flight then finds nothing to mark.
-        conn.execute("DELETE FROM validated_results WHERE submission_id = %s", (submission_id,))
-        # HOOK: per-student answers of the submission (when they are stored in PostgreSQL) must be
-        # deleted here as well, in this transaction, so nothing of a retracted submission remains.
+        # Its rows go too (a marking still in flight then finds nothing to mark): its scans, their
+        # answers, and its scans in the tests' data-quality figures.
+        for table in ("validated_results", "answers", "test_submissions"):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE submission_id = %s").format(sql.Identifier(table)),
+                         (submission_id,))
+        if tests:
+            # From scratch rather than as deltas: the counted scans that replace the retracted
+            # submission's are known only after the recomputation, and retractions are rare.
+            results.rebuild_item_sums(conn, tests)
         versions = dict(conn.execute(_BUMP, {"tests": tests}).fetchall()) if tests else {}
         for test_id in tests:
             results.refresh_statistics(conn, test_id, versions[test_id])

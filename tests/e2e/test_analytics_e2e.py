@@ -12,6 +12,8 @@ from openapi_core.testing import MockRequest, MockResponse
 
 import schemas
 from devhost.testing import start_host_process
+from shared.auth import Role
+from tests import auth
 from tests.documents import make_document
 
 pytestmark = pytest.mark.e2e
@@ -35,15 +37,17 @@ def host(database_url, vault_storage, vault_table):
 
 
 class Api:
-    """Every request of this module goes through `call`, which also checks the answer against the
-    OpenAPI document (one place to add headers such as Authorization)."""
+    """Every request of this module goes through `call`, which sends a token with the role the route
+    needs (unless `headers` bring credentials, or `anonymous`) and checks the answer against the
+    OpenAPI document."""
 
     def __init__(self, host, openapi):
         self.root = host.base_url.removesuffix("/api")
         self.openapi = openapi
 
-    def call(self, method, path, body=None, headers=None):
-        req = urllib.request.Request(self.root + path, data=body, method=method, headers=headers or {})
+    def call(self, method, path, body=None, headers=None, anonymous=False):
+        headers = dict(headers or {}) if anonymous else auth.with_auth(method, path, headers)
+        req = urllib.request.Request(self.root + path, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 status, got, data = resp.status, dict(resp.headers), resp.read()
@@ -53,12 +57,12 @@ class Api:
         route, _, query = path.partition("?")
         args = dict(p.split("=", 1) for p in query.split("&")) if query else {}
         self.openapi.validate_response(
-            MockRequest(self.root, method.lower(), route, args=args, headers=headers or {}),
+            MockRequest(self.root, method.lower(), route, args=args, headers=headers),
             MockResponse(data, status_code=status, content_type=mimetype, headers=got))
         return status, got, data
 
-    def get(self, path, headers=None):
-        status, got, data = self.call("GET", path, headers=headers)
+    def get(self, path, headers=None, anonymous=False):
+        status, got, data = self.call("GET", path, headers=headers, anonymous=anonymous)
         is_json = got.get("Content-Type", "").startswith("application/json") and data
         return status, got, json.loads(data) if is_json else data
 
@@ -145,3 +149,42 @@ def test_catalogue_pages_errors_and_unknown_tests(api):
         assert (status, body["error"]["code"]) == (404, "test-not-found")
     status, _, body = api.get("/api/results/a%E2%80%8Bb/histogram")
     assert (status, body["error"]["code"]) == (400, "invalid-test-id")
+
+
+PROTECTED_READS = ["/api/tests", "/api/results/9863/aggregate", "/api/results/9863/histogram",
+                   "/api/results/9863/items", "/api/results/9863/students.csv"]
+
+
+def test_refusals_answer_as_the_description_says(api):
+    """401 (no token, a bad one) and 403 (a vendor's token on an analyst's route) validate against the
+    OpenAPI document like every other answer (Api.call checks each one)."""
+    status, body = api.post(make_document([{"test_id": "9863"}]))
+    assert status == 201, body
+    for path in PROTECTED_READS:
+        status, headers, answer = api.get(path, anonymous=True)
+        assert (status, answer["error"]["code"]) == (401, "unauthorized"), path
+        assert headers["WWW-Authenticate"] == 'Bearer realm="markr"'
+        status, headers, answer = api.get(path, {"Authorization": "Bearer not.a.token"})
+        assert (status, answer["error"]["code"]) == (401, "invalid-token"), path
+        assert 'error="invalid_token"' in headers["WWW-Authenticate"]
+        status, _, answer = api.get(path, auth.bearer(Role.SUBMIT))
+        assert (status, answer["error"]["code"], answer["error"]["requiredRoles"]) == (
+            403, "forbidden", ["Results.Read"]), path
+    retract = f"/api/ops/submissions/{body['submissionId']}/retract"
+    assert api.call("POST", retract, b'{"reason": "x"}', auth.bearer(Role.READ))[0] == 403
+    assert api.call("POST", retract, b'{"reason": "x"}', anonymous=True)[0] == 401
+    assert api.call("POST", retract, b'{"reason": " "}', {"Content-Type": "application/json"})[0] == 400
+    status, _, data = api.call("POST", retract, b'{"reason": "wrong batch"}', {"Content-Type": "application/json"})
+    assert status == 200 and json.loads(data)["status"] == "retracted"
+    assert api.get("/api/results/9863/histogram")[0] == 404  # its only submission is gone
+
+
+def test_health_is_bare_for_anyone_and_detailed_for_operators_and_the_description_is_public(api):
+    status, _, bare = api.get("/api/health", anonymous=True)
+    assert status in (200, 503) and set(bare) == {"status"}
+    status, _, detailed = api.get("/api/health")  # Ops.Admin
+    assert set(detailed) == {"status", "components"} and detailed["components"]
+    assert api.get("/api/health", auth.bearer(Role.READ))[2].keys() == {"status"}
+    status, _, doc = api.get("/api/openapi.json", anonymous=True)
+    assert status == 200 and doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert api.get("/api/openapi.json", {"Authorization": "Bearer bad"})[0] == 401

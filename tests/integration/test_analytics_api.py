@@ -4,6 +4,9 @@ import io
 
 import pytest
 
+from shared.auth import Role
+from tests import auth
+from tests.documents import make_document
 from tests.pipeline_harness import pipeline_env
 
 SAMPLE_BINS = [0, 0, 0, 6, 28, 28, 14, 5, 0, 0]
@@ -16,8 +19,9 @@ def pipeline(monkeypatch, database_url, vault_storage, vault_table):
 
 
 def get(pipeline, path, headers=None):
-    """Every request of this module goes through here (one place to add headers such as Authorization)."""
-    return pipeline.http("GET", path, headers=headers or {})
+    """Every request of this module goes through here, with an analyst's token unless `headers` bring
+    credentials of their own."""
+    return pipeline.http("GET", path, headers=auth.with_auth("GET", path, headers))
 
 
 def submit(pipeline, body):
@@ -61,3 +65,30 @@ def test_empty_catalogue_and_unknown_test(pipeline):
         answer = get(pipeline, f"/api/results/nope/{view}")
         assert answer.status == 404 and answer.json()["error"]["code"] == "test-not-found", view
 
+
+
+READ_ROUTES = ("/api/tests", "/api/results/9863/histogram", "/api/results/9863/items",
+               "/api/results/9863/students.csv", "/api/results/9863/aggregate")
+
+
+def test_the_read_routes_refuse_a_missing_token_and_a_vendors_token(pipeline, sample_results_xml):
+    submit(pipeline, sample_results_xml)
+    for path in READ_ROUTES:
+        missing = get(pipeline, path, headers={"Authorization": ""})
+        assert missing.status == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer"), path
+        assert missing.json()["error"]["code"] in ("unauthorized", "invalid-token"), path
+        vendor = get(pipeline, path, headers=auth.bearer(Role.SUBMIT))
+        assert vendor.status == 403, path
+        assert vendor.json()["error"] == {"code": "forbidden", "message": vendor.json()["error"]["message"],
+                                          "requiredRoles": ["Results.Read"]}, path
+        assert get(pipeline, path).status == 200, path
+
+
+def test_students_csv_cells_cannot_become_spreadsheet_formulas(pipeline):
+    numbers = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "0042"]
+    submit(pipeline, make_document([{"student_number": n, "test_id": "T1", "available": 4, "obtained": 2}
+                                    for n in numbers]))
+    rows = list(csv.DictReader(io.StringIO(get(pipeline, "/api/results/T1/students.csv").body.decode())))
+    written = sorted(row["student_number"] for row in rows)
+    assert written == sorted(["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "0042"])
+    assert all(row["obtained"] == "2" for row in rows)

@@ -84,9 +84,61 @@ def test_retracting_one_of_two_rescans_falls_back_to_the_other(pipeline) -> None
 def test_a_test_left_without_students_has_no_statistics(pipeline) -> None:
     only = submit(pipeline, [r("1", 10, 5, test_id="T9")])
     submit(pipeline, [r("1", 10, 5)])
+    assert [t["testId"] for t in pipeline.http("GET", "/api/tests").json()["tests"]] == ["T1", "T9"]
     do_retract(only)
     assert stats(pipeline, "T9")[0] == 404
     assert stats(pipeline, "T1")[0] == 200
+    for view in ("histogram", "items", "students.csv"):
+        answer = pipeline.http("GET", f"/api/results/T9/{view}")
+        assert answer.status == 404 and answer.json()["error"]["code"] == "test-not-found", view
+    assert [t["testId"] for t in pipeline.http("GET", "/api/tests").json()["tests"]] == ["T1"]
+    for table in ("answers", "validated_results", "test_submissions"):
+        assert pipeline.sql(f"SELECT count(*) FROM {table} WHERE submission_id = %s", only) == [(0,)], table
+    for table in ("item_sums", "option_counts", "item_totals"):
+        assert pipeline.sql(f"SELECT count(*) FROM {table} WHERE test_id = 'T9'") == [(0,)], table
+
+
+KEY = "ABCD"
+
+
+def scan(student: str, picks: str, test_id: str = "T1") -> dict:
+    """A scan with one <answer> per letter of `picks` (KEY is right), its summary adding up."""
+    obtained = sum(p == k for p, k in zip(picks, KEY, strict=True))
+    answers = "".join(f'\t\t<answer question="{q + 1}" marks-available="1" marks-awarded="{int(p == KEY[q])}">'
+                      f"{p}</answer>\n" for q, p in enumerate(picks))
+    return {**r(student, len(KEY), obtained, test_id), "answers": 0, "extra": answers}
+
+
+FIRST = [scan("1", "ABCD"), scan("2", "ABDD"), scan("3", "BBCA"), scan("4", "AACC")]
+# Re-scans of 1 (lower: the first scan stays counted) and 2 (higher: this one counts), and a new student.
+SECOND = [scan("1", "ABCC"), scan("2", "ABCD"), scan("5", "DDDD")]
+
+
+def analytics(pipeline, test_id="T1"):
+    views = {view: pipeline.http("GET", f"/api/results/{test_id}/{view}") for view in ("histogram", "items")}
+    assert all(v.status == 200 for v in views.values()), {k: v.body for k, v in views.items()}
+    entry = [{k: v for k, v in t.items() if k != "updatedAt"}
+             for t in pipeline.http("GET", "/api/tests").json()["tests"]]
+    csv_body = pipeline.http("GET", f"/api/results/{test_id}/students.csv").body
+    return {"histogram": views["histogram"].json(), "items": views["items"].json(), "catalogue": entry,
+            "csv": csv_body, "aggregate": stats(pipeline, test_id)}
+
+
+@pytest.mark.parametrize("retracted", [0, 1])
+def test_after_retracting_one_of_two_rescans_the_analysis_is_that_of_the_other_alone(pipeline, retracted) -> None:
+    documents = [FIRST, SECOND]
+    sids = [submit(pipeline, doc) for doc in documents]
+    before = analytics(pipeline)
+    do_retract(sids[retracted])
+    after = analytics(pipeline)
+    assert after != before
+    remaining = documents[1 - retracted]
+    with services().pool.connection() as conn:
+        clear_derived(conn)
+    submit(pipeline, remaining)  # a fresh import of only the remaining document
+    fresh = analytics(pipeline)
+    assert after == fresh
+    assert after["items"]["studentCount"] == len(remaining) and after["items"]["dataQuality"]["submissions"] == 1
 
 
 def test_retracting_twice_changes_nothing_the_second_time(pipeline) -> None:
@@ -181,3 +233,22 @@ def test_replay_and_reprocess_work_across_a_key_rotation(pipeline, tmp_path) -> 
     pipeline.drain()
     assert {state(pipeline, s)["status"] for s in (small, big)} == {"completed"}
     assert rows(pipeline) == before
+
+
+def test_rows_staged_while_a_retraction_ran_are_never_marked(database_url) -> None:
+    """A validation that staged its rows while the retraction ran (so its delete missed them) and a
+    marking after it: the marking drops them instead of bringing the submission back."""
+    import psycopg
+
+    from shared.db import results as results_db
+    from shared.domain.results_document import TestResult
+
+    sid = "01JA0000000000000000000009"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        results_db.stage_validated(conn, sid, [TestResult(1, "s1", "t1", 10, 5, None, None, None)])
+        conn.execute("INSERT INTO retractions (submission_id, source, reason, retracted_at)"
+                     " VALUES (%s, 'v', 'wrong batch', now())", (sid,))
+        with pytest.raises(results_db.NothingToMarkError):
+            results_db.apply_marking(conn, sid, sid)
+        for table in ("validated_results", "student_results", "applied_markings"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
