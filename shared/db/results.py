@@ -389,17 +389,18 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
         if covered and covered[0] >= at_least_version:
             return False
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('statistics/' || %s))", (test_id,))
-        covered = conn.execute("SELECT computed_version FROM test_statistics WHERE test_id = %s",
-                               (test_id,)).fetchone()
-        if covered and covered[0] >= at_least_version:
+        # A statement after the lock, so it sees what the refresh before us committed.
+        covered, version = conn.execute(
+            "SELECT (SELECT computed_version FROM test_statistics WHERE test_id = %(t)s),"
+            " (SELECT results_version FROM tests WHERE test_id = %(t)s)", {"t": test_id}).fetchone()
+        if covered is not None and covered >= at_least_version:
             return False
-        row = conn.execute("SELECT results_version FROM tests WHERE test_id = %s", (test_id,)).fetchone()
-        if row is None:
+        if version is None:
             raise LookupError(f"test {test_id} has no results")
-        # The computation's snapshot is taken after this read (read committed: one per statement), so
+        # The computation's snapshot is taken after that read (read committed: one per statement), so
         # it covers at least `version`; a marking committed in between is counted but not claimed,
         # which only costs a later refresh, never a stale answer.
-        conn.execute(_COMPUTE, {"test_id": test_id, "version": row[0]})
+        conn.execute(_COMPUTE, {"test_id": test_id, "version": version})
     return True
 
 
