@@ -190,7 +190,7 @@ def replay(submission_ids: tuple[str, ...], as_json: bool) -> None:
     from shared.ops.replay import replay as replay_submissions
 
     app = _services()
-    refs = replay_submissions(list(submission_ids), vault=app.vault, bus=app.bus)
+    refs = replay_submissions(list(submission_ids), vault=app.vault, bus=app.bus, store=app.store)
     _emit(as_json, {"runs": [r.as_json() for r in refs]})
     if not as_json:
         for ref in refs:
@@ -244,8 +244,8 @@ def reprocess(all_: bool, since: str | None, source: str | None, wait: bool, tim
     started = time.monotonic()
     with _progress(as_json) as bar:
         task = bar.add_task("starting runs", total=None)
-        report = reprocess_vault(vault=app.vault, bus=app.bus, checkpoint=checkpoint, since=when,
-                                 source=source, restart=restart,
+        report = reprocess_vault(vault=app.vault, bus=app.bus, store=app.store, checkpoint=checkpoint,
+                                 since=when, source=source, restart=restart,
                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
         sent_seconds = time.monotonic() - started
         statuses: dict[str, int] | None = None

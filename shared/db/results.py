@@ -391,25 +391,29 @@ ON CONFLICT (test_id) DO UPDATE
 def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version: int) -> bool:
     """Make the test's statistics cover at least `at_least_version`; returns True if recomputed.
 
-    A burst of markings for one test yields one recomputation: the first aggregation that takes
-    the test's lock computes over everything committed, and the rest find their version covered.
+    A burst of markings for one test yields one recomputation: refreshes of a test take turns (an
+    advisory lock), and markings do not wait for them. The markings that commit while one refresh
+    computes are then all covered by the next, which reads the latest version; the refreshes queued
+    behind it find their version covered and return at once.
     """
     with conn.transaction():
         covered = conn.execute("SELECT computed_version FROM test_statistics WHERE test_id = %s",
                                (test_id,)).fetchone()
         if covered and covered[0] >= at_least_version:
             return False
-        # Holding the test row blocks markings of this test from committing, so the statistics
-        # below cover exactly the results of `version`.
-        row = conn.execute("SELECT results_version FROM tests WHERE test_id = %s FOR UPDATE",
-                           (test_id,)).fetchone()
-        if row is None:
-            raise LookupError(f"test {test_id} has no results")
-        covered = conn.execute("SELECT computed_version FROM test_statistics WHERE test_id = %s",
-                               (test_id,)).fetchone()
-        if covered and covered[0] >= at_least_version:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('statistics/' || %s))", (test_id,))
+        # A statement after the lock, so it sees what the refresh before us committed.
+        covered, version = conn.execute(
+            "SELECT (SELECT computed_version FROM test_statistics WHERE test_id = %(t)s),"
+            " (SELECT results_version FROM tests WHERE test_id = %(t)s)", {"t": test_id}).fetchone()
+        if covered is not None and covered >= at_least_version:
             return False
-        conn.execute(_COMPUTE, {"test_id": test_id, "version": row[0]})
+        if version is None:
+            raise LookupError(f"test {test_id} has no results")
+        # The computation's snapshot is taken after that read (read committed: one per statement), so
+        # it covers at least `version`; a marking committed in between is counted but not claimed,
+        # which only costs a later refresh, never a stale answer.
+        conn.execute(_COMPUTE, {"test_id": test_id, "version": version})
     return True
 
 

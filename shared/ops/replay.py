@@ -1,8 +1,10 @@
 """Replaying submissions from the vault: each one starts a new run (a new ULID run id).
 
-A run starts the way the receiver starts one: a `received` notification and a validation message.
-The run id sorts after every earlier run, so the status starts over; results are merged with
-GREATEST, so replaying a submission any number of times leaves the same results as once.
+A run starts the way the receiver starts one: a validation message carrying the receipt time. Its
+`received` status is recorded here too, for a whole batch in one transaction (rather than one
+notification, so one notifier invocation, per run), so the status shows the new run at once. The
+run id sorts after every earlier run, so the status starts over; results are merged with GREATEST,
+so replaying a submission any number of times leaves the same results as once.
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ from typing import Any
 from ulid import ULID
 
 from shared.bus.port import Bus
-from shared.bus.queues import NOTIFICATION, VALIDATION
+from shared.bus.queues import VALIDATION
+from shared.domain.submission_status import Event
 from shared.ops.retract import RETRACTED_FIELD
 from shared.pipeline import messages
 from shared.pipeline.messages import InlineBody, SubmissionRef
+from shared.pipeline.ports import PipelineStore
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +38,27 @@ class ReplayError(Exception):
     """A replay that cannot be done as asked (unknown submission, checkpoint mismatch)."""
 
 
-def start_runs(records: Iterable[Any], bus: Bus) -> list[SubmissionRef]:
+def start_runs(records: Iterable[Any], bus: Bus, store: PipelineStore) -> list[SubmissionRef]:
     """Start a new run for each vault record (VaultRecord: source, submission_id, received_at)."""
     records = list(records)
     refs = [SubmissionRef(r.submission_id, r.source, str(ULID())) for r in records]
     if not refs:
         return refs
-    bus.send_many(NOTIFICATION, [messages.notification(ref, "received", at=r.received_at.isoformat())
-                                 for ref, r in zip(refs, records, strict=True)])
     # Small bodies travel inline, as from the receiver: the listing already read them, so the
     # validator need not read each one back from the vault.
     bus.send_many(VALIDATION, [messages.validation(ref, InlineBody.of(r), r.received_at)
                                for ref, r in zip(refs, records, strict=True)])
+    # Recorded after the send: if this fails, the validator still records `received` from the
+    # message's receipt time; if the send had failed, no status points at a run that never starts.
+    # Racing the validator is harmless: `received` never moves a status back.
+    store.record_events([Event(ref.submission_id, ref.source, ref.run_id, "received", r.received_at)
+                         for ref, r in zip(refs, records, strict=True)])
     for ref in refs:
         log.info("replay: run %s started", ref.run_id, extra={"submission_id": ref.submission_id})
     return refs
 
 
-def replay(submission_ids: list[str], *, vault, bus: Bus) -> list[SubmissionRef]:
+def replay(submission_ids: list[str], *, vault, bus: Bus, store: PipelineStore) -> list[SubmissionRef]:
     """Replay these submissions (any source). Nothing is sent unless every one is in the vault."""
     records, missing = [], []
     for sid in dict.fromkeys(submission_ids):
@@ -65,7 +72,7 @@ def replay(submission_ids: list[str], *, vault, bus: Bus) -> list[SubmissionRef]
     retracted = [r.submission_id for r in records if RETRACTED_FIELD in r.status]
     if retracted:
         raise ReplayError(f"retracted, so never processed again: {', '.join(retracted)}")
-    return start_runs(records, bus)
+    return start_runs(records, bus, store)
 
 
 # --- reprocess: the whole vault, resumable ---------------------------------------------------------
@@ -138,7 +145,7 @@ class ReprocessReport:
     was_finished: bool  # the checkpoint was already finished: nothing was done
 
 
-def reprocess(*, vault, bus: Bus, checkpoint: Path, since: datetime | None = None, source: str | None = None,
+def reprocess(*, vault, bus: Bus, store: PipelineStore, checkpoint: Path, since: datetime | None = None, source: str | None = None,
               restart: bool = False, batch: int = BATCH,
               progress: Callable[[int, int], None] | None = None) -> ReprocessReport:
     """Start a new run for every vaulted submission (filtered by `since`/`source`), in vault order.
@@ -167,7 +174,7 @@ def reprocess(*, vault, bus: Bus, checkpoint: Path, since: datetime | None = Non
     if progress:
         progress(done, len(records))
     for start in range(0, len(todo), batch):
-        refs = start_runs(todo[start:start + batch], bus)
+        refs = start_runs(todo[start:start + batch], bus, store)
         cp.record(refs)
         done += len(refs)
         if progress:

@@ -130,8 +130,10 @@ def test_interrupted_reprocess_resumes_from_its_checkpoint(app: AppHost, origina
     original = snapshot(app.database_url)
     checkpoint = tmp_path / "reprocess.jsonl"
     with pytest.raises(ConnectionError):
-        # batches of 2: two sends per batch, so the third send (batch 2) fails after one batch
-        reprocess(vault=bootstrap.services().vault, bus=FailingBus(bootstrap.services().bus, 3), checkpoint=checkpoint, batch=2)
+        # batches of 2: one send per batch, so the second send (batch 2) fails after one batch
+        app_services = bootstrap.services()
+        reprocess(vault=app_services.vault, bus=FailingBus(app_services.bus, 1), store=app_services.store,
+                  checkpoint=checkpoint, batch=2)
     assert len(Checkpoint.load(checkpoint).runs) == 2
     with checkpoint.open("a") as out:
         out.write('{"submissionId": "01')  # killed in the middle of writing a line

@@ -79,7 +79,14 @@ def test_replay_checks_every_id_before_sending_any(ops: Ops) -> None:
         assert ops.sent(VALIDATION) == [] and ops.sent(NOTIFICATION) == []
     done = ops("replay", *known, "--json")
     assert done.exit_code == 0, done.output
-    assert ops.sent(VALIDATION) == ops.sent(NOTIFICATION) == known
+    assert ops.sent(VALIDATION) == known and ops.sent(NOTIFICATION) == []
+    # Each new run's `received` is recorded directly (one transaction), not announced to the notifier.
+    runs = {r["submissionId"]: r["runId"] for r in json.loads(done.output)["runs"]}
+    with psycopg.connect(ops.database_url) as conn:
+        rows = conn.execute("SELECT submission_id, run_id, status, received_at FROM submissions"
+                            " WHERE submission_id = ANY(%s) ORDER BY submission_id", (known,)).fetchall()
+    assert [(sid, run, status) for sid, run, status, _ in rows] == [(sid, runs[sid], "received") for sid in known]
+    assert [at for *_, at in rows] == [ops.vaulted[sid][1] for sid in known]
 
 
 def test_reprocess_since_selects_what_was_received_from_then_on(ops: Ops) -> None:

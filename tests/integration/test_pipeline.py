@@ -233,7 +233,7 @@ def test_a_damaged_vault_entry_fails_permanently_without_retries(pipeline):
     assert status(pipeline, sid)["status"] == "completed"
     # A replay reads the vault, finds the damage, and fails at once.
     pipeline.delivered.clear()
-    replay([sid], vault=services().vault, bus=services().bus)
+    replay([sid], vault=services().vault, bus=services().bus, store=services().store)
     pipeline.drain()
     validations = [m for q, m in pipeline.delivered if q == VALIDATION]
     assert [m.delivery_count for m in validations] == [1]  # no retries burnt

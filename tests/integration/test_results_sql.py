@@ -143,3 +143,19 @@ def test_migrate_on_start_applies_the_schema_on_first_database_use(postgres_serv
         bootstrap.reset()
         with psycopg.connect(postgres_server, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_refresh_in_progress_holds_off_other_refreshes_of_its_test_but_no_marking(conn, database_url):
+    """Markings commit while a test's statistics are computed; the refresh after covers them all."""
+    version = mark(conn, SID[0], [result("s1", 5, 10)]).test_versions["t1"]
+    with psycopg.connect(database_url) as computing, computing.transaction():
+        assert results_db.refresh_statistics(computing, "t1", version) is True  # its lock held until commit
+        with psycopg.connect(database_url, autocommit=True) as other:
+            other.execute("SET lock_timeout = '5s'")
+            later = [mark(other, sid, [result(f"s{i}", 9, 10)]).test_versions["t1"]
+                     for i, sid in enumerate(SID[1:], 2)]  # not blocked: they commit
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                results_db.refresh_statistics(other, "t1", later[-1])  # waits its turn
+    assert [results_db.refresh_statistics(conn, "t1", v) for v in (later[-1], *later)] == [True, False, False]
+    stats = results_db.get_statistics(conn, "t1")
+    assert (stats.count, stats.computed_version) == (3, later[-1])

@@ -161,10 +161,10 @@ def test_retract_then_rebuild_and_reprocess_do_not_bring_it_back(pipeline, tmp_p
     assert expected == [("1", 10, 5)]
     app = services()
     with pytest.raises(ReplayError, match="retracted"):
-        replay([a], vault=app.vault, bus=app.bus)
+        replay([a], vault=app.vault, bus=app.bus, store=app.store)
     with app.pool.connection() as conn:
         clear_derived(conn)  # reprocess --all --rebuild
-    report = reprocess(vault=app.vault, bus=app.bus, checkpoint=tmp_path / "cp.jsonl", restart=True)
+    report = reprocess(vault=app.vault, bus=app.bus, store=app.store, checkpoint=tmp_path / "cp.jsonl", restart=True)
     assert list(report.runs) == [b]
     pipeline.drain()
     assert rows(pipeline) == expected
@@ -172,7 +172,7 @@ def test_retract_then_rebuild_and_reprocess_do_not_bring_it_back(pipeline, tmp_p
     # Even a validation message of the retracted submission still in flight contributes nothing.
     from shared.ops.replay import start_runs
 
-    start_runs([app.vault.find(a)], app.bus)
+    start_runs([app.vault.find(a)], app.bus, app.store)
     pipeline.drain()
     assert rows(pipeline) == expected
     assert state(pipeline, a)["status"] == "retracted"
@@ -221,7 +221,7 @@ def test_replay_and_reprocess_work_across_a_key_rotation(pipeline, tmp_path) -> 
     old = app.kek.current_key_id()
     LocalKeyFile(app.kek.path).rotate()
     before = rows(pipeline)
-    report = reprocess(vault=app.vault, bus=app.bus, checkpoint=tmp_path / "cp.jsonl", restart=True)
+    report = reprocess(vault=app.vault, bus=app.bus, store=app.store, checkpoint=tmp_path / "cp.jsonl", restart=True)
     assert set(report.runs) == {small, big}
     pipeline.drain()
     assert {state(pipeline, s)["status"] for s in (small, big)} == {"completed"}
@@ -229,7 +229,7 @@ def test_replay_and_reprocess_work_across_a_key_rotation(pipeline, tmp_path) -> 
 
     assert rewrap_all(app.vault).changed == 2
     assert app.vault.find(small).envelope.key_id != old
-    replay([small, big], vault=app.vault, bus=app.bus)
+    replay([small, big], vault=app.vault, bus=app.bus, store=app.store)
     pipeline.drain()
     assert {state(pipeline, s)["status"] for s in (small, big)} == {"completed"}
     assert rows(pipeline) == before
