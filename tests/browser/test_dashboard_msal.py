@@ -10,10 +10,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 import tests.auth
+from devhost.stack import ROOT
 from shared.auth import Role
 from tests.browser.conftest import check_accessibility, post_document, site
 from tests.documents import make_document
 
+# What the deploy step copies to dashboard/vendor/msal-browser.min.js (docs/deploy.md).
+MSAL_BUNDLE = ROOT / "node_modules" / "@azure" / "msal-browser" / "lib" / "msal-browser.min.js"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 AUTHORITY = "https://login.microsoftonline.com/00000000-0000-0000-0000-00000000aaaa"
 SCOPES = ["api://66666666-7777-8888-9999-000000000000/access_as_user"]
@@ -140,3 +143,20 @@ def test_signed_out_the_sign_in_button_redirects_to_entra_id_for_the_api_scope(m
     page.get_by_role("main").get_by_role("button", name="Sign in").click()
     page.wait_for_function("() => (sessionStorage.getItem('stub.calls') || '').includes('loginRedirect')")
     assert calls(page, "loginRedirect") == [{"scopes": SCOPES}]
+
+
+def test_the_pinned_msal_bundle_loads_as_the_vendored_file_under_the_pages_csp(page: Page, url: str) -> None:
+    """The real library (the file the deploy step copies), not the stub: it loads under the page's own
+    Content-Security-Policy, takes the configuration, finds no redirect to finish and nobody signed in."""
+    config = {"apiBase": "/api", "pollSeconds": 5, "tokenProvider": "./auth-msal.js",
+              "msal": {"clientId": CLIENT_ID, "authority": AUTHORITY, "scopes": SCOPES}}
+    page.route("**/config.json", lambda route: route.fulfill(json=config))
+    page.route("**/vendor/msal-browser.min.js",
+               lambda route: route.fulfill(path=str(MSAL_BUNDLE), content_type="text/javascript; charset=utf-8"))
+    elsewhere: list[str] = []
+    page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(url) else None)
+    page.goto(url)
+    expect(page.get_by_role("heading", level=1, name="Sign-in required")).to_be_visible()
+    expect(page.get_by_role("main").get_by_role("button", name="Sign in")).to_be_visible()
+    assert page.evaluate("() => typeof globalThis.msal.PublicClientApplication") == "function"
+    assert elsewhere == []  # nothing asked of Entra ID before the analyst chooses to sign in
