@@ -160,3 +160,14 @@ def test_the_pinned_msal_bundle_loads_as_the_vendored_file_under_the_pages_csp(p
     expect(page.get_by_role("main").get_by_role("button", name="Sign in")).to_be_visible()
     assert page.evaluate("() => typeof globalThis.msal.PublicClientApplication") == "function"
     assert elsewhere == []  # nothing asked of Entra ID before the analyst chooses to sign in
+
+
+def test_a_provider_that_cannot_start_says_so_instead_of_loading_forever(msal_page: Page, url: str) -> None:
+    page = msal_page
+    page.unroute("**/config.json")
+    page.route("**/config.json", lambda route: route.fulfill(json={"tokenProvider": "./auth-msal.js", "msal": {}}))
+    page.goto(url)
+    expect(page.get_by_role("heading", level=1, name="Sign-in is not available")).to_be_visible()
+    expect(page.get_by_text('config.json: "msal" needs a clientId and at least one scope.')).to_be_visible()
+    assert calls(page) == []  # MSAL.js was never asked for anything
+    check_accessibility(page)
