@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 
 import pytest
@@ -176,10 +177,11 @@ def _outline(page: Page) -> str:
     return page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
 
 
-def test_reduced_motion_turns_the_bar_transitions_off(loaded, browser) -> None:
+def test_reduced_motion_turns_the_bar_transitions_off(loaded, browser, analyst_token: str) -> None:
     durations = {}
     for motion in ("no-preference", "reduce"):
         context = browser.new_context(reduced_motion=motion)
+        context.add_init_script(f"sessionStorage.setItem('markr.token', {json.dumps(analyst_token)})")
         try:
             page = context.new_page()
             page.goto(site(loaded) + "#/tests/9863")
