@@ -18,7 +18,15 @@ let firstRender = true;
 async function start() {
   config = await fetch("config.json", { cache: "no-cache" }).then((r) => r.json()).catch(() => ({}));
   takeTokenFromFragment();
-  provider = await loadProvider(config);
+  try {
+    provider = await loadProvider(config);
+  } catch (err) {
+    // A provider that cannot start (config.json, or MSAL.js missing) must not leave "Loading…".
+    const view = notFoundView("Sign-in is not available", `${err.message.replace(/\.?$/, ".")} Tell the people who run the dashboard.`, "error");
+    view.render(main);
+    document.title = `${view.title} – Markr results`;
+    return;
+  }
   api = new Api(config.apiBase || "/api", provider);
   window.addEventListener("hashchange", route);
   // The skip link moves focus without touching the hash, which holds the route.

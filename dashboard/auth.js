@@ -2,7 +2,8 @@
 // signIn(token?), signOut() }. "session" (the default) keeps a token pasted into the sign-in box or
 // passed once in the URL fragment (#token=...) in sessionStorage: it lasts for this tab only and
 // never goes to the server in a URL. In Azure, config.json names a module instead (for example
-// "./auth-msal.js") whose default export is a provider built on MSAL (docs/deploy.md).
+// "./auth-msal.js") whose default export is a provider built on MSAL (docs/deploy.md); a provider
+// may also have start(config), awaited once before the first page is drawn.
 
 const KEY = "markr.token";
 
@@ -39,5 +40,7 @@ export async function loadProvider(config) {
   const name = config.tokenProvider || "session";
   if (name === "session") return sessionProvider;
   const module = await import(new URL(name, window.location.href).href);
-  return module.default;
+  const provider = module.default;
+  if (provider.start) await provider.start(config); // e.g. MSAL: finish a sign-in redirect
+  return provider;
 }

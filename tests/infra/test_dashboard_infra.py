@@ -32,3 +32,19 @@ def test_static_web_apps_serves_the_local_hosts_headers_with_the_api_origin_allo
     azure, here = _directives(headers["Content-Security-Policy"]), _directives(local["Content-Security-Policy"])
     assert {k: v for k, v in azure.items() if k != "connect-src"} == {k: v for k, v in here.items() if k != "connect-src"}
     assert azure["connect-src"].split() == ["'self'", "https://*.azurewebsites.net", "https://login.microsoftonline.com"]
+
+
+def test_the_deploy_step_vendors_the_pinned_msal_bundle_and_configures_the_msal_provider() -> None:
+    package = json.loads((ROOT / "package.json").read_text())
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    pinned = package["devDependencies"]["@azure/msal-browser"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pinned)  # exact: the deployed library changes only by a commit
+    assert lock["packages"]["node_modules/@azure/msal-browser"]["version"] == pinned
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    copy = re.search(r"^cp (node_modules/\S+) \"\$OUT/vendor/msal-browser\.min\.js\"$", doc, re.M)
+    assert copy, "docs/deploy.md must copy MSAL.js to vendor/msal-browser.min.js"
+    assert copy.group(1) == "node_modules/@azure/msal-browser/lib/msal-browser.min.js"
+    assert "./vendor/msal-browser.min.js" in (ROOT / "dashboard" / "auth-msal.js").read_text()
+    assert '"tokenProvider": "./auth-msal.js"' in doc
+    for key in ('"clientId"', '"authority"', '"scopes": ["api://$API_APP/access_as_user"]', '"redirectUri"'):
+        assert key in doc
