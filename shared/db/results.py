@@ -175,15 +175,25 @@ WITH before AS (
      WHERE (s.test_id, s.student_number) IN
            (SELECT test_id, student_number FROM validated_results WHERE submission_id = ANY(%(sids)s))
 ), merged AS ({_UPSERT_RESULTS}
-), moves AS (
-    SELECT o.test_id, o.best_submission_id AS sid, o.best_result AS result, -1 AS sign
-      FROM merged n JOIN before o USING (test_id, student_number)
-     WHERE o.best_submission_id IS NOT NULL
-       AND (o.best_submission_id, o.best_result) IS DISTINCT FROM (n.best_submission_id, n.best_result)
-    UNION ALL
-    SELECT n.test_id, n.best_submission_id, n.best_result, 1
+), swaps AS (
+    SELECT n.test_id, o.best_submission_id AS old_sid, o.best_result AS old_result,
+           n.best_submission_id AS new_sid, n.best_result AS new_result
       FROM merged n LEFT JOIN before o USING (test_id, student_number)
      WHERE (o.best_submission_id, o.best_result) IS DISTINCT FROM (n.best_submission_id, n.best_result)
+), changed AS (
+    -- A counted scan replaced by one with the very same answers (a document sent again) moves no
+    -- sums (its total is the sum of those answers): the pair is left out rather than every answer
+    -- taken away and added back.
+    SELECT w.* FROM swaps w
+     WHERE w.old_sid IS NULL OR NOT EXISTS (
+           SELECT 1 FROM answers a, answers b
+            WHERE a.submission_id = w.old_sid AND a.result = w.old_result
+              AND b.submission_id = w.new_sid AND b.result = w.new_result
+              AND (a.questions, a.options, a.available, a.awarded) = (b.questions, b.options, b.available, b.awarded))
+), moves AS (
+    SELECT test_id, old_sid AS sid, old_result AS result, -1 AS sign FROM changed WHERE old_sid IS NOT NULL
+    UNION ALL
+    SELECT test_id, new_sid, new_result, 1 FROM changed
 ), scans AS (
     SELECT m.test_id, m.sid, m.result, m.sign, v.awarded_total AS t
       FROM moves m CROSS JOIN LATERAL (SELECT awarded_total FROM validated_results

@@ -245,24 +245,31 @@ def read_answers(raw: RawResult, obtained: int) -> tuple[AnswerSheet | None, lis
     return sheet, warnings
 
 
+# Marks as written in the usual case: comma-joined whole numbers without sign, blanks or leading zeros,
+# so the joined text is already the AnswerSheet's canonical form (no int -> str round trip).
+_CANONICAL_MARKS = re.compile(r"(?:0|[1-9][0-9]{0,8})(?:,(?:0|[1-9][0-9]{0,8}))*")
+
+
 def _well_formed_sheet(rows: list[tuple]) -> tuple[AnswerSheet, int] | None:
     """The usual case, every answer well-formed, with whole-list operations (two million answers
-    in a large document); None sends the result through _each_answer, which says what is wrong."""
+    in a large document); None sends the result through _each_answer, which says what is wrong
+    (or, for marks written like "007" or " 1 ", builds the same sheet one answer at a time)."""
     questions, available_texts, awarded_texts, texts = zip(*rows, strict=True)
     if None in questions or None in available_texts or None in awarded_texts:
         return None
-    for marks in (available_texts, awarded_texts):
-        joined = "".join(marks)  # plain ASCII digits only; anything else is judged one by one
-        if not all(marks) or not (joined.isascii() and joined.isdigit()):
-            return None
+    available_joined, awarded_joined = ",".join(available_texts), ",".join(awarded_texts)
+    commas = len(rows) - 1  # a comma inside a mark would otherwise pass as two marks
+    if not (available_joined.count(",") == commas == awarded_joined.count(",")
+            and _CANONICAL_MARKS.fullmatch(available_joined) and _CANONICAL_MARKS.fullmatch(awarded_joined)):
+        return None
     available, awarded = list(map(int, available_texts)), list(map(int, awarded_texts))
-    if min(available) < 1 or not all(map(operator.le, awarded, available)):
+    if 0 in available or not all(map(operator.le, awarded, available)):
         return None
     names = list(map(str.strip, questions))
     if not all(names) or len(set(names)) != len(names):
         return None
     sheet = AnswerSheet(_shared(SEPARATOR.join(names)), SEPARATOR.join(map(str.strip, texts)),
-                        _shared(",".join(map(str, available))), ",".join(map(str, awarded)))
+                        _shared(available_joined), awarded_joined)
     return sheet, sum(awarded)
 
 

@@ -230,6 +230,24 @@ def test_the_sums_kept_by_marking_equal_sums_rebuilt_from_scratch(conn):
     assert sums(conn) == kept
 
 
+def test_a_document_sent_again_moves_the_counted_scans_and_keeps_the_sums(conn):
+    document = [scan("s1", 1, 2, answers(1, 0, option="B")), scan("s2", 2, 2, answers(1, 1, option="C")),
+                scan("s3", 1, 2, answers(0, 1, option="D")), scan("s4", 0, 2)]
+    mark(conn, [(SID[0], document)])
+    first = sums(conn)
+    # The same scans again (a tie, later submission: now counted), and s3 with other options.
+    again = [*document[:2], scan("s3", 1, 2, answers(0, 1, option="A")), document[3]]
+    mark(conn, [(SID[1], again)])
+    counted = conn.execute("SELECT student_number, best_submission_id FROM student_results ORDER BY 1").fetchall()
+    assert counted == [(s, SID[1]) for s in ("s1", "s2", "s3", "s4")]
+    assert counted_options(conn) == {"0": ["A", "B", "C"], "1": ["A", "B", "C"]}
+    assert sums(conn)[0] == first[0] and sums(conn)[2] == first[2]
+    kept = sums(conn)
+    with conn.transaction():
+        results_db.rebuild_item_sums(conn, ["t1"])
+    assert sums(conn) == kept
+
+
 def test_questions_and_options_round_trip_whatever_their_characters(conn):
     odd = ['a"b', "c\\d", "e,f", "{g}", "", "NULL", "ü ✓", "tab\there"]
     got = [Answer(f"q{o}", o, 1, 1) for o in odd]

@@ -71,3 +71,12 @@ def test_the_well_formed_fast_path_and_the_one_by_one_path_agree() -> None:
     fast, slow = (parse_results_document(doc_with(x, obtained=1, available=3)).results[0] for x in (tidy, loose))
     assert fast.answer_sheet == slow.answer_sheet
     assert fast.answers == (Answer("1", "A", 2, 1), Answer("2", "B", 1, 0)) and fast.awarded_total == 1
+
+
+def test_marks_with_leading_zeros_read_as_the_same_sheet_and_a_comma_is_no_mark() -> None:
+    tidy = parse_results_document(doc_with(answer("1", "2", "1") + answer("2", "10", "0"), available=12))
+    zeros = parse_results_document(doc_with(answer("1", "002", "01") + answer("2", "010", "00"), available=12))
+    assert zeros.results[0].answer_sheet == tidy.results[0].answer_sheet and zeros.warnings == ()
+    comma = parse_results_document(doc_with(answer("1", "1,1", "1") + answer("2"), obtained=1))
+    assert comma.results[0].answers == (Answer("2", "A", 1, 1),)
+    assert [w.code for w in comma.warnings] == ["invalid-answer"]
