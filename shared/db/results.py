@@ -354,7 +354,7 @@ WITH sr AS (
                              * greatest(w.n * (w.stt - 2 * sxt + sxx) - (w.st - sx) ^ 2, 0)), 0) AS discrimination,
            sxx / w.n - (sx / w.n) ^ 2 AS variance
       FROM per_q CROSS JOIN whole w
-), opts AS (
+), opts AS MATERIALIZED (  -- once, not once per question (the planner expects one row of q)
     SELECT o.question,
            json_agg(json_build_object('option', o.option, 'count', o.c, 'frequency', o.c::float8 / q.answering,
                                         'flagged', o.c::float8 / q.answering < 0.05) ORDER BY o.option) AS options,

@@ -120,6 +120,93 @@ def test_garbage_and_tokens_without_kid_are_refused(issuer):
     assert "kid" in refused(check, no_kid)
 
 
+def cached_validator(issuer: RsaIssuer, wall: Clock, **kwargs) -> TokenValidator:
+    keys = JwksCache("https://issuer/keys", fetch=issuer.jwks, clock=Clock())
+    return TokenValidator(issuer=ISSUER, audiences=[AUDIENCE], keys=keys, tenant_id=TENANT, clock=wall, **kwargs)
+
+
+def counting_decode(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = jwt.decode
+
+    def decode(token, *args, **kwargs):
+        calls.append(token)
+        return real(token, *args, **kwargs)
+    monkeypatch.setattr("shared.auth.tokens.jwt.decode", decode)
+    return calls
+
+
+def test_a_verified_token_is_remembered_until_the_cache_ttl_then_verified_again(issuer, monkeypatch):
+    calls = counting_decode(monkeypatch)
+    wall = Clock()
+    wall.now = time.time()
+    check = cached_validator(issuer, wall, cache_seconds=30).validate
+    token = issuer.token()
+    claims = check(token)
+    claims["roles"] = ["Results.Admin"]  # a caller changing its copy does not change what is remembered
+    assert check(token)["roles"] == ["Results.Read"]
+    assert len(calls) == 1
+    wall.now += 31
+    assert check(token)["roles"] == ["Results.Read"]
+    assert len(calls) == 2
+
+
+def test_a_remembered_token_is_refused_once_expired(issuer, monkeypatch):
+    calls = counting_decode(monkeypatch)
+    wall = Clock()
+    wall.now = time.time()
+    exp = int(wall.now) + 10
+    check = cached_validator(issuer, wall, cache_seconds=3600).validate
+    token = issuer.token(exp=exp)
+    assert check(token)
+    wall.now = exp + 59  # within the clock-skew leeway: still good, from the cache
+    assert check(token)
+    wall.now = exp + 61
+    assert "expired" in refused(check, token)
+    assert "expired" in refused(check, token)
+    assert len(calls) == 1  # refused by the cache's own exp check, not by a fresh verification
+
+
+def test_a_token_whose_signature_was_never_verified_is_not_taken_from_the_cache(issuer, monkeypatch):
+    check = validator(issuer).validate
+    token = issuer.token()
+    assert check(token)
+    head, payload, signature = token.split(".")
+    flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
+    assert "signature" in refused(check, f"{head}.{payload}.{flipped}")  # same claims, other signature
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = issuer.token(key=stranger)
+    for _ in range(2):  # a refusal is not remembered as a success either
+        assert "signature" in refused(check, forged)
+
+
+def test_a_remembered_token_is_verified_again_when_its_key_is_withdrawn(issuer):
+    wall = Clock()
+    wall.now = time.time()
+    keys_clock = Clock()
+    keys = JwksCache("https://issuer/keys", fetch=issuer.jwks, clock=keys_clock, max_age_seconds=100)
+    check = TokenValidator(issuer=ISSUER, audiences=[AUDIENCE], keys=keys, tenant_id=TENANT, clock=wall).validate
+    token = issuer.token()
+    assert check(token)
+    issuer.published.discard("k1")
+    keys_clock.now += 101  # the issuer's keys are fetched again: k1 is gone
+    assert "not one of the issuer's keys" in refused(check, token)
+
+
+def test_the_cache_is_bounded(issuer, monkeypatch):
+    calls = counting_decode(monkeypatch)
+    wall = Clock()
+    wall.now = time.time()
+    validator_ = cached_validator(issuer, wall, cache_size=2)
+    first, second, third = (issuer.token(sub=f"s{i}") for i in range(3))
+    for token in (first, second, third, third, second):
+        validator_.validate(token)
+    assert len(calls) == 3
+    validator_.validate(first)  # the least recently used one was dropped
+    assert len(calls) == 4
+    assert len(validator_._verified) == 2
+
+
 def test_an_unknown_kid_refetches_the_keys_once_then_waits_before_fetching_again(issuer):
     clock = Clock()
     check = validator(issuer, clock).validate
