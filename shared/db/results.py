@@ -184,12 +184,14 @@ WITH before AS (
     -- A counted scan replaced by one with the very same answers (a document sent again) moves no
     -- sums (its total is the sum of those answers): the pair is left out rather than every answer
     -- taken away and added back.
+    -- Two primary-key lookups per swap (scalar subqueries): a join here let the planner hash the
+    -- whole answers table on every marking.
     SELECT w.* FROM swaps w
-     WHERE w.old_sid IS NULL OR NOT EXISTS (
-           SELECT 1 FROM answers a, answers b
-            WHERE a.submission_id = w.old_sid AND a.result = w.old_result
-              AND b.submission_id = w.new_sid AND b.result = w.new_result
-              AND (a.questions, a.options, a.available, a.awarded) = (b.questions, b.options, b.available, b.awarded))
+     WHERE w.old_sid IS NULL OR NOT coalesce(
+           (SELECT row(a.questions, a.options, a.available, a.awarded) FROM answers a
+             WHERE a.submission_id = w.old_sid AND a.result = w.old_result)
+         = (SELECT row(b.questions, b.options, b.available, b.awarded) FROM answers b
+             WHERE b.submission_id = w.new_sid AND b.result = w.new_result), false)
 ), moves AS (
     SELECT test_id, old_sid AS sid, old_result AS result, -1 AS sign FROM changed WHERE old_sid IS NOT NULL
     UNION ALL
