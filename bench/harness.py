@@ -291,6 +291,16 @@ def invocation_counts(stack: BenchStack) -> tuple[Counter, str]:
 # ------------------------------------------------------------------------------------------ numbers
 
 
+def median_seconds(action, repeat: int) -> float:
+    """The median wall time of `repeat` calls of `action`."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return percentile(times, 50)
+
+
 def percentile(values: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default); nan when empty."""
     if not values:

@@ -14,7 +14,6 @@ Starts its own stack under .local/bench/.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import urllib.request
@@ -27,21 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 from ulid import ULID  # noqa: E402
 
-from bench.harness import BenchStack  # noqa: E402
+from bench.harness import BenchStack, median_seconds  # noqa: E402
 from shared.vault import crypto  # noqa: E402
 from shared.vault.body import compress  # noqa: E402
 from shared.vault.kek import LocalKeyFile  # noqa: E402
 from shared.vault.table_vault import TableVault  # noqa: E402
 from tests.documents import make_large_document  # noqa: E402
-
-
-def median(action: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def put_and_read(vault: TableVault, body: bytes) -> tuple[Callable[[], object], Callable[[], object]]:
@@ -91,7 +81,7 @@ def main() -> None:
         for name, vault in (("plain", plain), ("sealed", sealed)):
             put, read = put_and_read(vault, body)
             put()  # warm up (table creation, connections)
-            rows[name] = (median(put, args.repeat), median(read, args.repeat))
+            rows[name] = (median_seconds(put, args.repeat), median_seconds(read, args.repeat))
             print(f"{name:>6}: vault put {rows[name][0]:.3f} s, read+verify {rows[name][1]:.3f} s "
                   f"(median of {args.repeat})", flush=True)
         measured = (rows["sealed"][0] - rows["plain"][0]) + (rows["sealed"][1] - rows["plain"][1])
@@ -106,7 +96,7 @@ def main() -> None:
               f"unwrap + open {1000 * open_s:.1f} ms (best of {max(args.repeat, 5)}; local key)", flush=True)
         stack.start_host()
         time_to_201(stack.host.base_url, body)  # warm up the host
-        total = median(lambda: time_to_201(stack.host.base_url, body), args.repeat)
+        total = median_seconds(lambda: time_to_201(stack.host.base_url, body), args.repeat)
         print(f"time to 201 (encrypted vault): {total:.2f} s (median of {args.repeat})")
         print(f"measured put+read difference (sealed - plain, noisy): {measured:+.3f} s")
         print(f"encryption adds {added:.3f} s = {100 * added / max(total - added, 1e-9):.2f}% of the time to 201 "

@@ -13,11 +13,9 @@ import gzip
 import hashlib
 import os
 import shutil
-import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,20 +25,12 @@ sys.path.insert(0, str(ROOT))
 from azure.data.tables import TableClient  # noqa: E402
 from ulid import ULID  # noqa: E402
 
+from bench.harness import median_seconds  # noqa: E402
 from devhost.stack import Azurite  # noqa: E402
 from shared.config import settings  # noqa: E402
 from shared.vault.body import GZIP_LEVEL  # noqa: E402
 from shared.vault.table_vault import TableVault  # noqa: E402
 from tests.integration.test_vault_large import results_document  # noqa: E402
-
-
-def _median_seconds(action: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def _roundtrip(vault: TableVault, label: str, body: bytes, repeat: int) -> None:
@@ -50,16 +40,16 @@ def _roundtrip(vault: TableVault, label: str, body: bytes, repeat: int) -> None:
         records.append(vault.put(source="bench", submission_id=str(ULID()), content_type="text/xml+markr",
                                  body=body, received_at=datetime.now(UTC)))
 
-    put_s = _median_seconds(put, repeat)
+    put_s = median_seconds(put, repeat)
     record = records[-1]
-    read_s = _median_seconds(lambda: vault.read_body(record), repeat)
+    read_s = median_seconds(lambda: vault.read_body(record), repeat)
 
     def stream() -> None:
         with vault.open_body(record) as body_stream:
             while body_stream.read(1 << 20):
                 pass
 
-    stream_s = _median_seconds(stream, repeat)
+    stream_s = median_seconds(stream, repeat)
     assert vault.read_body(record) == body
     print(f"{label:<28} {len(body) / 1e6:9.2f} {record.compressed_size / 1e6:9.2f} "
           f"{len(body) / max(record.compressed_size, 1):6.1f} {record.compression:>8} {record.chunk_count:6d} "
