@@ -36,8 +36,13 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
     """
     documents = [(sid, list(results)) for sid, results in documents]
     sids = [sid for sid, _ in documents]
+    # A retracted submission never contributes again (a replay or message still in flight): its
+    # rows are removed and not staged anew.
+    retracted = {r for (r,) in conn.execute(
+        "SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))}
     conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sids,))
     conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sids,))
+    documents = [(sid, results) for sid, results in documents if sid not in retracted]
     count = 0
     with conn.cursor().copy(
         "COPY validated_results (submission_id, result, test_id, student_number, available, obtained, awarded_total)"
@@ -59,12 +64,6 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
                         copy.write_row((sid, r.result, r.test_id, r.student_number, _text_array(sheet.questions),
                                         _text_array(sheet.options), "{" + sheet.available + "}",
                                         "{" + sheet.awarded + "}"))
-    # A retracted submission never contributes again (a replay or message still in flight).
-    retracted = [r for (r,) in conn.execute(
-        "SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))]
-    if retracted:
-        conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (retracted,))
-        conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (retracted,))
     return count
 
 

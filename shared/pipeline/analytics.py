@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
+from typing import Any
 
 from shared.domain.ids import invalid_identifier
 from shared.pipeline.outcomes import CatalogueFound, CsvFound, HistogramFound, ItemsFound, Problem
@@ -59,25 +61,22 @@ def _not_found(test_id: str) -> Problem:
     return Problem("test-not-found", f"no results for test {test_id!r}")
 
 
-def histogram_of(test_id: str, *, reader: ResultsReader) -> Problem | HistogramFound:
+def _per_test(test_id: str, read: Callable[[str], Any], found: Callable[[Any], Any]) -> Any:
+    """One test's precomputed view: 400 for a bad id, 404 when the test has no results."""
     problem = _test_problem(test_id)
     if problem:
         return problem
-    found = reader.histogram(test_id)
-    return HistogramFound(found) if found else _not_found(test_id)
+    view = read(test_id)
+    return found(view) if view is not None else _not_found(test_id)
+
+
+def histogram_of(test_id: str, *, reader: ResultsReader) -> Problem | HistogramFound:
+    return _per_test(test_id, reader.histogram, HistogramFound)
 
 
 def items_of(test_id: str, *, reader: ResultsReader) -> Problem | ItemsFound:
-    problem = _test_problem(test_id)
-    if problem:
-        return problem
-    found = reader.item_analysis(test_id)
-    return ItemsFound(found) if found else _not_found(test_id)
+    return _per_test(test_id, reader.item_analysis, ItemsFound)
 
 
 def students_csv_of(test_id: str, *, reader: ResultsReader) -> Problem | CsvFound:
-    problem = _test_problem(test_id)
-    if problem:
-        return problem
-    body = reader.students_csv(test_id)
-    return CsvFound(body, f"students-{test_id}.csv") if body is not None else _not_found(test_id)
+    return _per_test(test_id, reader.students_csv, lambda body: CsvFound(body, f"students-{test_id}.csv"))

@@ -332,7 +332,6 @@ class TableVault:
         for entity in self.table.query_entities(" and ".join(clauses)):
             yield _record(entity)
 
-
     # --- key management and erasure (markr-ops vault encrypt / rewrap, retract --erase) -------------
 
     def _replace_head(self, record: VaultRecord, changes: Mapping[str, object], drop: set[str] = frozenset()) -> None:
