@@ -11,7 +11,8 @@ from __future__ import annotations
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -75,3 +76,19 @@ def make_pool(url: str, *, max_size: int, password: PasswordProvider | None = No
     return ConnectionPool(url, min_size=0, max_size=max_size, open=True, kwargs=kwargs, name=name,
                           timeout=CHECKOUT_TIMEOUT_SECONDS, check=_check_if_idle, max_lifetime=30 * 60, max_idle=5 * 60,
                           reconnect_timeout=60)
+
+
+@contextmanager
+def autocommit(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A pooled connection for statements that each stand alone: single-statement writes (atomic on
+    their own) and reads. Skips the BEGIN and COMMIT round trips a pooled connection otherwise makes
+    around every checkout, two of three round trips for a GET's one query. The connection goes
+    back to the pool in its usual (transactional) mode."""
+    with pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+

@@ -7,6 +7,7 @@ from datetime import datetime
 from psycopg_pool import ConnectionPool
 
 from shared.db import results, submissions
+from shared.db.connection import autocommit
 from shared.domain.submission_status import Event, SubmissionStatus
 from shared.pipeline.messages import SubmissionRef
 from shared.pipeline.ports import (
@@ -68,27 +69,27 @@ class PostgresStore:
             return submissions.record_events(conn, events)
 
     def status(self, submission_id: str) -> SubmissionStatus | None:
-        with self.pool.connection() as conn:
+        with autocommit(self.pool) as conn:
             return submissions.get(conn, submission_id)
 
     def statistics(self, test_id: str) -> Statistics | None:
-        with self.pool.connection() as conn:
+        with autocommit(self.pool) as conn:
             return results.get_statistics(conn, test_id)
 
     def list_tests(self, after: str | None, limit: int) -> list[CatalogueEntry]:
-        with self.pool.connection() as conn:
+        with autocommit(self.pool) as conn:
             return results.list_tests(conn, after, limit)
 
     def histogram(self, test_id: str) -> Histogram | None:
-        with self.pool.connection() as conn:
+        with autocommit(self.pool) as conn:
             return results.get_histogram(conn, test_id)
 
     def item_analysis(self, test_id: str) -> ItemAnalysis | None:
-        with self.pool.connection() as conn:
+        with autocommit(self.pool) as conn:
             return results.get_item_analysis(conn, test_id)
 
     def students_csv(self, test_id: str) -> bytes | None:
-        with self.pool.connection() as conn:
+        with autocommit(self.pool) as conn:
             return results.students_csv(conn, test_id)
 
     def ping(self) -> None:

@@ -43,7 +43,7 @@ from shared.bus.local.coalesce import SendCoalescer
 from shared.bus.local.listener import Listener, channel_name
 from shared.bus.port import OutgoingMessage, QueueCounts
 from shared.bus.queues import QueueDefinition, queue_definitions
-from shared.db.connection import make_pool
+from shared.db.connection import autocommit, make_pool
 
 SEEN_IDS_PURGE_INTERVAL = 60.0  # seconds between clean-ups of expired duplicate-detection ids
 
@@ -141,7 +141,8 @@ class LocalQueueEngine:
         return definition
 
     def _one(self, statement, params: dict) -> tuple | None:
-        with self._pool.connection() as conn:
+        # Each statement is atomic on its own: no BEGIN/COMMIT round trips around it.
+        with autocommit(self._pool) as conn:
             return conn.execute(statement, params).fetchone()
 
     def ping(self) -> None:
@@ -191,7 +192,7 @@ class LocalQueueEngine:
         if now - self._last_purge.get(queue, 0.0) < SEEN_IDS_PURGE_INTERVAL:
             return
         self._last_purge[queue] = now
-        with self._pool.connection() as conn:
+        with autocommit(self._pool) as conn:
             conn.execute(sql.PURGE_SEEN_IDS, {"queue": queue})
 
     # --- receiving -------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class LocalQueueEngine:
         received: list[ReceivedMessage] = []
         while len(received) < max_messages:
             wanted = max_messages - len(received)
-            with self._pool.connection() as conn:
+            with autocommit(self._pool) as conn:
                 rows = conn.execute(statement, {**params, "n": wanted}).fetchall()
             received.extend(_message(row[1:-1]) for row in rows if row[0])  # last: sql._NO_FLUSH_WAIT
             if len(rows) < wanted or all(row[0] for row in rows):
@@ -270,7 +271,7 @@ class LocalQueueEngine:
     def _settled_by_holder(self, queue: str, tokens: list[uuid.UUID]) -> set[uuid.UUID]:
         """Those tokens whose holder dead-lettered the message itself: there is nothing left to
         complete (the Functions host does not complete a message its function settled)."""
-        with self._pool.connection() as conn:
+        with autocommit(self._pool) as conn:
             return {row[0] for row in conn.execute(sql.SETTLED_BY_HOLDER, {"queue": queue, "tokens": tokens})}
 
     def complete_many(self, queue: str, lock_tokens: list[str]) -> None:
@@ -284,7 +285,7 @@ class LocalQueueEngine:
         valid = [p for p in parsed.values() if p is not None]
         done: set[uuid.UUID] = set()
         if valid:
-            with self._pool.connection() as conn:
+            with autocommit(self._pool) as conn:
                 done = {row[0] for row in conn.execute(sql.COMPLETE_MANY, {"queue": queue, "tokens": valid})}
         lost = [t for t, p in parsed.items() if p is None or p not in done]
         if lost:
