@@ -10,6 +10,7 @@ Other GET/HEAD requests outside the route prefix get the dashboard's static file
 """
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import threading
 import time
 import traceback
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -28,6 +30,7 @@ from devhost import devissuer, logs, static_site
 from devhost.accounting import InvocationCounts
 from devhost.discovery import HttpFunction
 from devhost.invoke import call
+from devhost.request_head import BadHeader, read_headers
 
 log = logging.getLogger("devhost.http")
 _CHUNK = 1 << 20
@@ -123,6 +126,59 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s - " + format, self.address_string(), *args)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own refusals (request line, headers, unknown method) as JSON errors too."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        status = HTTPStatus(code)
+        slug = "bad-request" if code == 400 else status.phrase.lower().replace(" ", "-")
+        self._send_json(code, _error(slug, message or status.phrase))
+
+    def parse_request(self) -> bool:
+        """The stdlib's request-line rules, with the header section read by request_head.py."""
+        self.command = None
+        self.request_version = "HTTP/1.0"  # until the request line says: refusals get a status line
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if not words:
+            return False
+        if len(words) != 3:  # HTTP/0.9 (two words) is not served either
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({self.requestline!r})")
+            return False
+        command, path, version = words
+        major, dot, minor = version.removeprefix("HTTP/").partition(".")
+        if (not version.startswith("HTTP/") or not dot or not (major.isdigit() and minor.isdigit())
+                or len(major) > 10 or len(minor) > 10):
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
+            return False
+        if int(major) >= 2:
+            self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"Invalid HTTP version ({major}.{minor})")
+            return False
+        self.close_connection = (int(major), int(minor)) < (1, 1)
+        self.request_version = version
+        self.command, self.path = command, path
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")
+        try:
+            self.headers = read_headers(self.rfile)
+        except http.client.LineTooLong as exc:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(exc))
+            return False
+        except http.client.HTTPException as exc:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers", str(exc))
+            return False
+        except BadHeader as exc:
+            self.send_error(HTTPStatus.BAD_REQUEST, str(exc))  # a smuggling vector: never guess
+            return False
+        connection = self.headers.get("Connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        expects_continue = self.headers.get("Expect", "").lower() == "100-continue"
+        return not expects_continue or self.request_version < "HTTP/1.1" or self.handle_expect_100()
 
     def _dispatch(self) -> None:
         with self.server.in_flight:
@@ -262,9 +318,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _invoke(self, fn: HttpFunction, route_values: dict[str, str], query: str, body: bytes) -> None:
         host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = {}  # repeated fields joined in order, whatever their case (RFC 9110 5.3)
+        names: dict[str, str] = {}
         for key, value in self.headers.items():
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+            name = names.setdefault(key.lower(), key)
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
         params: dict[str, str] = {}
         for key, value in parse_qsl(query, keep_blank_values=True):
             params.setdefault(key, value)

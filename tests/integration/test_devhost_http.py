@@ -308,3 +308,35 @@ def test_invocation_counts_endpoint() -> None:
         h.stop(5)
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert json.loads(body) == {"aggregate": 0, "boom": 1, "echo": 0, "item": 3, "special": 0, "text": 0}
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length : 4\r\n\r\nabcd", 400, id="space-before-colon"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\nContent-Length: 4\r\n\r\nabcd", 400,
+                 id="obsolete-line-folding"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400, id="no-colon"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n", 431,
+                 id="too-many-headers"),
+    pytest.param(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", 431,
+                 id="header-line-too-long"),
+    pytest.param(b"GET /api/items/1\r\n\r\n", 400, id="http-0.9"),
+    pytest.param(b"GET /api/items/1 HTTP/2.0\r\nHost: x\r\n\r\n", 505, id="http-2-over-http-1"),
+    pytest.param(b"GET /api/items/1 HTTP/1.x\r\nHost: x\r\n\r\n", 400, id="bad-version"),
+])
+def test_a_malformed_request_head_is_refused_as_json_and_invokes_nothing(host: LocalFunctionHost, caplog,
+                                                                         request_bytes, status) -> None:
+    with caplog.at_level(logging.INFO, logger="devhost.http"):
+        answer = _raw(host.port, request_bytes)
+    got, body = _status_and_json(answer)
+    assert got == status
+    assert body["error"]["message"]
+    assert b"\r\nConnection: close" in answer.partition(b"\r\n\r\n")[0]
+    assert _echo_log_lines(caplog) == []
+
+
+def test_repeated_headers_reach_the_function_joined_in_order(host: LocalFunctionHost) -> None:
+    answer = _raw(host.port, b"POST /api/echo HTTP/1.1\r\nHost: x\r\nX-Trace: a\r\nx-trace:  b \r\n"
+                             b"Content-Length: 2\r\nConnection: close\r\n\r\nhi")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 207")
+    assert b"\r\nX-Trace: a, b\r\n" in head and body == b"hi"
