@@ -25,6 +25,8 @@ _SET = [name for name in _COLUMNS if name != "submission_id"]
 _UPDATE_MANY = (f"UPDATE submissions s SET ({', '.join(_SET)}, updated_at) = ({', '.join('r.' + n for n in _SET)}, now())"
                 " FROM jsonb_populate_recordset(NULL::submissions, %s::jsonb) r"
                 " WHERE s.submission_id = r.submission_id")
+# The update, then NOTIFY (delivered at commit) for each submission that settled.
+_UPDATE_AND_NOTIFY = f"WITH updated AS ({_UPDATE_MANY}) SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x"
 
 
 def _from_row(row: dict) -> SubmissionStatus:
@@ -64,25 +66,26 @@ def record_events(conn: psycopg.Connection, events: Sequence[Event]) -> list[Sub
     for e in events:
         first.setdefault(e.submission_id, e)
     ids = sorted(first)
-    conn.execute(
-        "INSERT INTO submissions (submission_id, source, run_id, status)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) ORDER BY 1"
-        " ON CONFLICT (submission_id) DO NOTHING",
-        (ids, [first[i].source for i in ids], [first[i].run_id for i in ids], ["received"] * len(ids)),
-    )
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT * FROM submissions WHERE submission_id = ANY(%s) ORDER BY submission_id"
-                           " FOR UPDATE", (ids,)).fetchall()
+    # Two round trips in all: the insert and the locking read go out together (pipeline mode), and
+    # the update carries the notification.
+    with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur:
+        conn.execute(
+            "INSERT INTO submissions (submission_id, source, run_id, status)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) ORDER BY 1"
+            " ON CONFLICT (submission_id) DO NOTHING",
+            (ids, [first[i].source for i in ids], [first[i].run_id for i in ids], ["received"] * len(ids)),
+        )
+        cur.execute("SELECT * FROM submissions WHERE submission_id = ANY(%s) ORDER BY submission_id"
+                    " FOR UPDATE", (ids,))
+        rows = cur.fetchall()  # sends both, then waits once
     before = {row["submission_id"]: _from_row(row) for row in rows}
     after = dict(before)
     for e in events:
         after[e.submission_id] = apply(after[e.submission_id], e)
     changed = [state for sid, state in after.items() if state != before[sid]]
     if changed:
-        conn.execute(_UPDATE_MANY, (json.dumps([_to_json(state) for state in changed]),))
         settled = [s.submission_id for s in changed if s.status in SETTLED and s.status != before[s.submission_id].status]
-        if settled:
-            conn.execute("SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x", (STATUS_CHANNEL, settled))
+        conn.execute(_UPDATE_AND_NOTIFY, (json.dumps([_to_json(state) for state in changed]), STATUS_CHANNEL, settled))
     return [after[sid] for sid in first]
 
 
