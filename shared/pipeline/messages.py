@@ -79,11 +79,27 @@ def _registry() -> Registry:
     return Registry().with_resources(resources)
 
 
+def _inline_refs(node: Any, resolver: Any, seen: frozenset[str] = frozenset()) -> Any:
+    """The schema with each `$ref` replaced by what it points to (resolved once, here): looking
+    references up on every validation was half the cost of decoding a message."""
+    if isinstance(node, list):
+        return [_inline_refs(item, resolver, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or ref in seen:
+        return {key: _inline_refs(value, resolver, seen) for key, value in node.items()}
+    resolved = resolver.lookup(ref)
+    target = _inline_refs(resolved.contents, resolved.resolver, seen | {ref})
+    siblings = {key: _inline_refs(value, resolver, seen) for key, value in node.items() if key != "$ref"}
+    return {"allOf": [target], **siblings} if siblings else target
+
+
 @cache
 def _validator(queue: str) -> Draft202012Validator:
     schema = schemas.resource(f"messages/{queue}.schema.json")
-    return Draft202012Validator(schema, registry=_registry(),
-                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+    inlined = _inline_refs(schema, _registry().resolver(base_uri=schema["$id"]))
+    return Draft202012Validator(inlined, registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def decode(queue: str, body: bytes) -> dict[str, Any]:
