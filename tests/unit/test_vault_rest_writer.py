@@ -366,3 +366,29 @@ def test_a_token_credential_signs_with_a_bearer_token(serve) -> None:
     assert head.startswith(b"POST /vault HTTP/1.1")
 
 
+
+
+# --- wiring -------------------------------------------------------------------------------------------
+
+def test_a_vault_by_identity_inserts_with_the_credentials_tokens() -> None:
+    from dataclasses import replace
+
+    from shared.config import settings
+    from shared.vault.table_vault import TableVault
+
+    config = replace(settings(), vault_connection="", vault_table="vault",
+                     vault_table_endpoint="https://markr.table.core.windows.net")
+    credential = FakeCredential()
+    vault = TableVault.from_settings(config, credential)
+    assert isinstance(vault._writer._auth, BearerToken) and vault._writer._auth._credential is credential
+    assert vault._writer._table_path == "/vault" and vault._writer._key == ("https", "markr.table.core.windows.net", 443)
+
+
+def test_a_vault_by_connection_string_inserts_with_the_account_key() -> None:
+    from shared.vault.table_vault import TableVault
+
+    vault = TableVault.from_connection_string(
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"TableEndpoint=http://127.0.0.1:10002/{AZURITE_ACCOUNT};", "vault")
+    assert isinstance(vault._writer._auth, SharedKey) and vault._writer._auth.account == AZURITE_ACCOUNT
+    assert vault._writer._table_path == "/devstoreaccount1/vault"
