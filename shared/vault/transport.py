@@ -19,7 +19,9 @@ import socket
 import ssl
 import threading
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
@@ -29,6 +31,80 @@ from azure.core.pipeline.transport._base import HttpClientTransportResponse
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 Origin = tuple[str, str, int]  # scheme, host, port
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    reason: str
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+    close: bool  # the service closes the connection after this answer
+
+
+_MAX_LINE = 65536
+
+
+def _line(reader: BinaryIO) -> bytes:
+    line = reader.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise http.client.LineTooLong("header line")
+    return line
+
+
+def read_answer(reader: BinaryIO) -> Answer:
+    """One HTTP/1.1 answer: status line, headers, and a Content-Length or chunked body."""
+    line = _line(reader)
+    if not line:
+        raise http.client.RemoteDisconnected("Remote end closed connection without response")
+    version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/") or len(code) != 3 or not code.isdigit():
+        raise http.client.BadStatusLine(line.decode("latin-1", "replace"))
+    status = int(code)
+    headers: dict[str, str] = {}
+    while True:
+        line = _line(reader)
+        if line in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    close = version == "HTTP/1.0" or headers.get("connection", "").lower() == "close"
+    if status in (204, 304) or status < 200:
+        body = b""
+    elif "chunked" in headers.get("transfer-encoding", "").lower():
+        body = _chunked(reader)
+    elif "content-length" in headers:
+        length = _number(headers["content-length"], 10)
+        body = reader.read(length)
+        if len(body) < length:
+            raise http.client.IncompleteRead(body, length - len(body))
+    else:
+        body, close = reader.read(), True  # the body runs to the end of the connection
+    return Answer(status, reason, headers, body, close)
+
+
+def _number(text: str | bytes, base: int) -> int:
+    try:
+        return int(text, base)
+    except ValueError:
+        raise http.client.HTTPException(f"not a length: {text!r}") from None
+
+
+def _chunked(reader: BinaryIO) -> bytes:
+    parts = []
+    while True:
+        size = _number(_line(reader).split(b";", 1)[0], 16)
+        if size == 0:
+            while _line(reader) not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return b"".join(parts)
+        part = reader.read(size)
+        if len(part) < size:
+            raise http.client.IncompleteRead(part, size - len(part))
+        parts.append(part)
+        reader.read(2)  # the CRLF after the chunk
 
 
 def origin(url: str) -> tuple[Origin, str]:
@@ -57,43 +133,61 @@ class ConnectionPool:
     def exchange(self, key: Origin, method: str, target: str, body: bytes | None, headers: dict[str, str], *,
                  connection_timeout: float | None = None,
                  read_timeout: float | None = None) -> tuple[http.client.HTTPResponse, bytes]:
-        """Send one request and read its whole answer: (response, body)."""
+        """Send one request with http.client and read its whole answer: (response, body)."""
+        def send(conn: http.client.HTTPConnection) -> tuple[tuple[http.client.HTTPResponse, bytes], bool]:
+            conn.request(method, target, body=body, headers=headers)
+            response = conn.getresponse()
+            return (response, response.read()), response.will_close  # read it all: back to the pool
+
+        return self._on_connection(key, send, connection_timeout, read_timeout)
+
+    def send_bytes(self, key: Origin, request: bytes, *, read_timeout: float | None = None) -> Answer:
+        """Send a whole HTTP/1.1 request (head and body, formatted by the caller) in one write and
+        read the answer with a minimal parser: http.client's request building and its header parsing
+        (the `email` package) cost more CPU than a small Table insert's own work (rest_writer.py)."""
+        def send(conn: http.client.HTTPConnection) -> tuple[Answer, bool]:
+            conn.sock.sendall(request)
+            with conn.sock.makefile("rb") as reader:  # as http.client does: one reader per answer
+                answer = read_answer(reader)
+            return answer, answer.close
+
+        return self._on_connection(key, send, None, read_timeout)
+
+    def _on_connection(self, key: Origin, send: Callable[[http.client.HTTPConnection], tuple[T, bool]],
+                       connection_timeout: float | None, read_timeout: float | None) -> T:
         connect_timeout = self.connection_timeout if connection_timeout is None else connection_timeout
         read_timeout = self.read_timeout if read_timeout is None else read_timeout
         conn, reused = self._take(key, connect_timeout)
         try:
             try:
-                response, data = self._exchange(conn, method, target, body, headers, read_timeout)
+                answer, close = send(self._ready(conn, read_timeout))
             except _STALE:
                 if not reused:
                     raise
                 conn.close()  # closed by the service while idle: once more, on a new connection
                 conn = self._new(key, connect_timeout)
-                response, data = self._exchange(conn, method, target, body, headers, read_timeout)
+                answer, close = send(self._ready(conn, read_timeout))
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise ServiceResponseError(exc, error=exc) from exc
-        if response.will_close:
+        if close:
             conn.close()
         else:
             self._give(key, conn)
-        return response, data
+        return answer
 
     @staticmethod
-    def _exchange(conn: http.client.HTTPConnection, method: str, target: str, body: bytes | None,
-                  headers: dict[str, str], read_timeout: float) -> tuple[http.client.HTTPResponse, bytes]:
+    def _ready(conn: http.client.HTTPConnection, read_timeout: float) -> http.client.HTTPConnection:
         if conn.sock is None:
             try:
                 conn.connect()
             except OSError as exc:  # nothing was sent
                 conn.close()
                 raise ServiceRequestError(exc, error=exc) from exc
+            # no Nagle delays: http.client writes the head and a bytes body in two sends
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.sock.settimeout(read_timeout)
-        # bytes bodies go out with the headers in one write (http.client), so no Nagle delays
-        conn.request(method, target, body=body, headers=headers)
-        response = conn.getresponse()
-        return response, response.read()  # read it all: the connection goes back to the pool
+        return conn
 
     def _new(self, key: Origin, timeout: float) -> http.client.HTTPConnection:
         scheme, host, port = key
