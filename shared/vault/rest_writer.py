@@ -172,6 +172,9 @@ class SharedKey:
     def authorize(self, method: str, path: str, headers: dict[str, str]) -> None:
         headers["Authorization"] = self.sign(method, path, headers.get("Content-Type", ""), headers["x-ms-date"])
 
+    def refused(self) -> bool:
+        return False  # a wrong key stays wrong
+
 
 class BearerToken:
     """A token credential's access token for Storage, fetched again shortly before it expires."""
@@ -193,6 +196,13 @@ class BearerToken:
                     self._header = f"Bearer {token.token}"
                     self._refresh_at = token.expires_on - TOKEN_REFRESH_SECONDS
         headers["Authorization"] = self._header
+
+    def refused(self) -> bool:
+        """The service refused the token (revoked, or the identity's roles changed): fetch a new one
+        for the next request. True: worth one more try, as the SDK's challenge policy does."""
+        with self._lock:
+            self._refresh_at = 0.0
+        return True
 
 
 Auth = SharedKey | BearerToken
@@ -298,7 +308,7 @@ class TablesRestWriter:
 
     def _send(self, path: str, body: bytes, content_type: str, accept: str,
               prefer: bool) -> tuple[int, str, Mapping[str, str], bytes]:
-        attempt = 0
+        attempt, reauthorized = 0, False
         while True:
             headers = self._headers(content_type, accept)
             if prefer:
@@ -309,6 +319,9 @@ class TablesRestWriter:
                        f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
             answer = self._pool.send_bytes(self._key, request)
             status = answer.status
+            if status == 401 and not reauthorized and self._auth.refused():
+                reauthorized = True
+                continue
             if status < 400 or attempt >= self._retries:
                 return status, answer.reason, answer.headers, answer.body
             delay = _retry_after(answer.headers)

@@ -392,3 +392,18 @@ def test_a_vault_by_connection_string_inserts_with_the_account_key() -> None:
         f"TableEndpoint=http://127.0.0.1:10002/{AZURITE_ACCOUNT};", "vault")
     assert isinstance(vault._writer._auth, SharedKey) and vault._writer._auth.account == AZURITE_ACCOUNT
     assert vault._writer._table_path == "/devstoreaccount1/vault"
+
+
+def test_a_refused_token_is_fetched_again_once(serve) -> None:
+    server = serve(answer("401 Unauthorized", error_body("InvalidAuthenticationInfo")), answer("204 No Content"))
+    credential = FakeCredential()
+    writer = TablesRestWriter(f"http://127.0.0.1:{server.port}", "vault", BearerToken(credential), ConnectionPool())
+    writer.insert(HEAD)
+    assert [b"Bearer token-1" in head for head, _ in server.requests] == [True, False]
+    assert b"Bearer token-2" in server.requests[1][0]
+
+    server = serve(answer("401 Unauthorized", error_body("InvalidAuthenticationInfo")))
+    writer = TablesRestWriter(f"http://127.0.0.1:{server.port}", "vault", BearerToken(FakeCredential()), ConnectionPool())
+    with pytest.raises(ClientAuthenticationError):
+        writer.insert(HEAD)
+    assert len(server.requests) == 2  # one more try, not a loop
