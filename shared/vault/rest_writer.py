@@ -25,6 +25,7 @@ connection failures are not retried beyond the pool's resend on a connection clo
 
 Auth: SharedKey with the account key of a connection string (signed like the SDK does), or a bearer
 token from a token credential (managed identity), kept until 5 minutes before it expires.
+When the Azure SDK's tracing is on, each insert is a client span, as with the SDK.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
+from azure.core.settings import settings as azure_settings
+from azure.core.tracing import SpanKind
 from azure.data.tables import RequestTooLargeError, TableTransactionError
 
 from shared.vault.transport import ConnectionPool, origin
@@ -306,8 +309,23 @@ class TablesRestWriter:
             "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx",
         }
 
-    def _send(self, path: str, body: bytes, content_type: str, accept: str,
+    def _send(self, operation: str, path: str, body: bytes, content_type: str, accept: str,
               prefer: bool) -> tuple[int, str, Mapping[str, str], bytes]:
+        # A client span when the Azure SDK's tracing is on (Azure Monitor turns it on), as the SDK's
+        # pipeline makes one: the vault's inserts stay visible as storage dependencies.
+        span_type = azure_settings.tracing_implementation()
+        if span_type is None or not azure_settings.tracing_enabled():
+            return self._attempts(path, body, content_type, accept, prefer)
+        with span_type(name=f"TablesRestWriter.{operation}", kind=SpanKind.CLIENT) as span:
+            span.add_attribute("az.namespace", "Microsoft.Tables")
+            span.add_attribute("http.request.method", "POST")
+            span.add_attribute("url.full", f"{self._key[0]}://{self._host}{path}")
+            answer = self._attempts(path, body, content_type, accept, prefer)
+            span.add_attribute("http.response.status_code", answer[0])
+            return answer
+
+    def _attempts(self, path: str, body: bytes, content_type: str, accept: str,
+                  prefer: bool) -> tuple[int, str, Mapping[str, str], bytes]:
         attempt, reauthorized = 0, False
         while True:
             headers = self._headers(content_type, accept)
@@ -332,7 +350,7 @@ class TablesRestWriter:
 
     def insert(self, entity: Mapping[str, object]) -> None:
         """Insert one entity; raises what TableClient.create_entity raises."""
-        status, reason, headers, data = self._send(self._table_path, entity_json(entity),
+        status, reason, headers, data = self._send("insert", self._table_path, entity_json(entity),
                                                    "application/json;odata=nometadata",
                                                    "application/json;odata=nometadata", True)
         if status >= 300:
@@ -360,7 +378,8 @@ class TablesRestWriter:
         """Insert entities of one partition in one transaction (all or none); raises what
         TableClient.submit_transaction raises (TableTransactionError when the changeset failed)."""
         content_type, body = self.batch_body(entities)
-        status, reason, headers, data = self._send(self._batch_path, body, content_type, "application/json", False)
+        status, reason, headers, data = self._send("insert_batch", self._batch_path, body, content_type,
+                                                   "application/json", False)
         if status == 413:
             raise response_error(status, reason, headers, data, RequestTooLargeError)
         if status != 202:

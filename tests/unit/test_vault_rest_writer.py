@@ -407,3 +407,41 @@ def test_a_refused_token_is_fetched_again_once(serve) -> None:
     with pytest.raises(ClientAuthenticationError):
         writer.insert(HEAD)
     assert len(server.requests) == 2  # one more try, not a loop
+
+
+class RecordedSpan:
+    spans: list[RecordedSpan] = []
+
+    def __init__(self, span: object = None, name: str | None = None, **kwargs: object) -> None:
+        self.name, self.kind, self.attributes = name, kwargs.get("kind"), {}
+        RecordedSpan.spans.append(self)
+
+    def add_attribute(self, key: str, value: object) -> None:
+        self.attributes[key] = value
+
+    def __enter__(self) -> RecordedSpan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+def test_inserts_are_traced_as_the_sdk_traces_them_when_tracing_is_on(serve) -> None:
+    from azure.core.settings import settings as azure_settings
+    from azure.core.tracing import SpanKind
+
+    server = serve(answer("204 No Content"), answer("409 Conflict", error_body("EntityAlreadyExists")))
+    writer = writer_for(server, [])
+    writer.insert(HEAD)  # tracing off: no span
+    RecordedSpan.spans = []
+    azure_settings.tracing_implementation = RecordedSpan
+    try:
+        with pytest.raises(ResourceExistsError):
+            writer.insert(HEAD)
+    finally:
+        azure_settings.tracing_implementation = None
+    [span] = RecordedSpan.spans
+    assert (span.name, span.kind) == ("TablesRestWriter.insert", SpanKind.CLIENT)
+    assert span.attributes == {"az.namespace": "Microsoft.Tables", "http.request.method": "POST",
+                               "url.full": f"http://127.0.0.1:{server.port}/devstoreaccount1/vault",
+                               "http.response.status_code": 409}
