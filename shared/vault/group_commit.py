@@ -28,7 +28,10 @@ class _Pending:
 
 
 class GroupCommit:
-    def __init__(self, submit_transaction: Callable[[list], Any], create: Callable[[dict], Any]) -> None:
+    def __init__(self, submit_transaction: Callable[[list[dict[str, Any]]], Any],
+                 create: Callable[[dict[str, Any]], Any]) -> None:
+        """`submit_transaction` inserts a list of entities of one partition in one transaction (all or
+        none); `create` inserts one entity. Either raises what the Tables SDK raises for it."""
         self._submit = submit_transaction
         self._create = create
         self._lock = threading.Lock()
@@ -72,7 +75,7 @@ class GroupCommit:
                 self._one(batch[0])
                 return
             try:
-                self._submit([("create", p.entity) for p in batch])
+                self._submit([p.entity for p in batch])
                 self.transactions += 1
                 self.entities += len(batch)
             except Exception:  # noqa: BLE001 - find out which entity failed: each on its own
