@@ -321,19 +321,30 @@ def apply_marking(conn: psycopg.Connection, submission_id: str, run_id: str) -> 
 # item_totals) over each student's counted scan, an unanswered question scoring 0: see
 # docs/architecture.md, "Item analysis", for the formulas.
 _COMPUTE = """
-WITH sr AS (
-    SELECT available, obtained FROM student_results WHERE test_id = %(test_id)s
-), pct AS (
-    SELECT 100.0::float8 * obtained / available AS p, least(10 * obtained / available, 9) AS bin, available FROM sr
-), agg AS (
-    SELECT count(*) AS n, avg(p) AS mean, stddev_pop(p) AS stddev, min(p) AS lo, max(p) AS hi,
-           percentile_cont(ARRAY[0.25, 0.5, 0.75]::float8[]) WITHIN GROUP (ORDER BY p) AS q,
+WITH scores AS (  -- students per exact score (test_scores, kept by trigger), in percent
+    SELECT 100.0::float8 * obtained / available AS p, least(10 * obtained / available, 9) AS bin, available,
+           students::float8 AS k
+      FROM test_scores WHERE test_id = %(test_id)s AND students > 0
+), ranked AS (  -- a score holds the 0-based ranks [upto - k, upto) of the students in score order
+    SELECT p, sum(k) OVER (ORDER BY p ROWS UNBOUNDED PRECEDING) AS upto FROM scores
+), moments AS (  -- sums in score order, so equal contents give bit-for-bit equal answers
+    SELECT sum(k ORDER BY p) AS n, sum(k * p ORDER BY p) / sum(k ORDER BY p) AS mean, min(p) AS lo, max(p) AS hi,
            max(available) AS max_available
-      FROM pct
+      FROM scores
+), agg AS (  -- percentile_cont's own rule: interpolate between the values at floor and ceil of q(n-1)
+    SELECT m.n::bigint AS n, m.mean, m.lo, m.hi, m.max_available,
+           sqrt((SELECT sum(k * (p - m.mean) ^ 2 ORDER BY p) FROM scores) / m.n) AS stddev,
+           ARRAY(SELECT lo_v + (hi_v - lo_v) * (f * (m.n - 1) - floor(f * (m.n - 1)))
+                   FROM unnest(ARRAY[0.25, 0.5, 0.75]::float8[]) WITH ORDINALITY AS u(f, i)
+                  CROSS JOIN LATERAL (SELECT
+                        (SELECT p FROM ranked WHERE upto > floor(f * (m.n - 1)) ORDER BY p LIMIT 1) AS lo_v,
+                        (SELECT p FROM ranked WHERE upto > ceil(f * (m.n - 1)) ORDER BY p LIMIT 1) AS hi_v) v
+                  ORDER BY i) AS q
+      FROM moments m
 ), hist AS (
     SELECT array_agg(coalesce(h.c, 0) ORDER BY b) AS bins
       FROM generate_series(0, 9) AS b
-      LEFT JOIN (SELECT bin, count(*)::int AS c FROM pct GROUP BY bin) h ON h.bin = b
+      LEFT JOIN (SELECT bin, sum(k)::int AS c FROM scores GROUP BY bin) h ON h.bin = b
 ), quality AS (
     SELECT count(*) AS submissions, coalesce(sum(mismatched_results), 0) AS mismatched_results,
            count(*) FILTER (WHERE mismatched_results > 0) AS mismatched_submissions,
@@ -428,7 +439,7 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
     return True
 
 
-DERIVED_TABLES = ("validated_results", "answers", "student_results", "applied_markings", "test_submissions",
+DERIVED_TABLES = ("validated_results", "answers", "student_results", "test_scores", "applied_markings", "test_submissions",
                   "item_sums", "option_counts", "item_totals", "test_statistics", "tests")
 
 
