@@ -144,3 +144,20 @@ def test_submission_ids_keep_every_contributing_document_once(conn):
         results_db.apply_markings(conn, [(SID[1], "another-run")])
     got = dict(conn.execute("SELECT student_number, submission_ids FROM student_results"))
     assert got == {"s1": [SID[0], SID[1], SID[2], SID[3]], "s2": [SID[0], SID[2]]}
+
+
+def test_staged_rows_round_trip_whatever_their_characters(conn):
+    odd = ['a"b', "c\\d", "e\tf", "g\nh", "i\rj", "{k}", "", "NULL", "\\N", "ü ✓", "l,m"]
+    rows = [TestResult(i + 1, f"s{o}", f"t{o}", 5, 1, None, None, None,
+                       AnswerSheet.of([Answer(f"q{o}", o, 1, 1), Answer(o, f"o{o}", 3, 0)]))
+            for i, o in enumerate(odd)]
+    rows.append(TestResult(len(odd) + 1, "plain", "t", 5, 2, None, None, None, None))
+    with conn.transaction():
+        assert results_db.stage_many(conn, [(SID[0], rows)]) == len(rows)
+    staged = conn.execute("SELECT result, test_id, student_number, available, obtained, awarded_total"
+                          " FROM validated_results ORDER BY result").fetchall()
+    assert staged == [(r.result, r.test_id, r.student_number, 5, r.obtained, r.awarded_total) for r in rows]
+    kept = conn.execute("SELECT result, test_id, student_number, questions, options, available, awarded"
+                        " FROM answers ORDER BY result").fetchall()
+    assert kept == [(r.result, r.test_id, r.student_number, [a.question for a in r.answers],
+                     [a.option for a in r.answers], [1, 3], [1, 0]) for r in rows[:-1]]
