@@ -5,6 +5,7 @@ lives here, in _UPSERT_RESULTS; shared/domain/scoring_policy.py states it in Pyt
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -49,28 +50,55 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
         " FROM STDIN"
     ) as copy:
         for sid, results in documents:
-            for r in results:
-                copy.write_row((sid, r.result, r.test_id, r.student_number, r.available, r.obtained, r.awarded_total))
-                count += 1
+            s = _copy_text(sid)
+            for chunk in _chunks(results):
+                copy.write("".join([
+                    f"{s}\t{r.result}\t{_copy_text(r.test_id)}\t{_copy_text(r.student_number)}\t{r.available}"
+                    f"\t{r.obtained}\t{_NULL if r.answer_sheet is None else r.answer_sheet.awarded_total}\n"
+                    for r in chunk]))
+                count += len(chunk)
     if any(r.answer_sheet for _, results in documents for r in results):
         with conn.cursor().copy(
             "COPY answers (submission_id, result, test_id, student_number, questions, options, available, awarded)"
             " FROM STDIN"
         ) as copy:
             for sid, results in documents:
-                for r in results:
-                    sheet = r.answer_sheet
-                    if sheet is not None:
-                        copy.write_row((sid, r.result, r.test_id, r.student_number, _text_array(sheet.questions),
-                                        _text_array(sheet.options), "{" + sheet.available + "}",
-                                        "{" + sheet.awarded + "}"))
+                s = _copy_text(sid)
+                for chunk in _chunks(results):
+                    copy.write("".join([
+                        f"{s}\t{r.result}\t{_copy_text(r.test_id)}\t{_copy_text(r.student_number)}"
+                        f"\t{{\"{_copy_array(sheet.questions)}\"}}\t{{\"{_copy_array(sheet.options)}\"}}"
+                        f"\t{{{sheet.available}}}\t{{{sheet.awarded}}}\n"
+                        for r in chunk if (sheet := r.answer_sheet) is not None]))
     return count
 
 
-# Array literals written as text (psycopg's list adaptation costs several times more per element,
-# and staging runs over every answer of every document): quote each value, escape \\ and ".
-def _text_array(joined: str) -> str:
-    return '{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace(SEPARATOR, '","') + '"}'
+# The COPY rows are written as text lines (COPY's text format), a chunk at a time: psycopg's
+# write_row adapts value by value, and staging runs over every answer of every document (0.4 s of
+# Python for a 50,000-result document). Text fields escape backslash, tab, newline and carriage
+# return; the arrays' elements are quoted, with \ and " escaped for the array literal, then for COPY.
+_NULL = "\\N"
+_COPY_TEXT = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_ARRAY = str.maketrans({"\\": "\\\\\\\\", '"': '\\\\"', SEPARATOR: '","', "\t": "\\t", "\n": "\\n",
+                             "\r": "\\r"})
+_CHUNK = 2000
+
+
+_SPECIAL = re.compile(r'[\\"\t\n\r]')  # translate() is slow enough to look first
+
+
+def _copy_text(value: str) -> str:
+    return value.translate(_COPY_TEXT) if _SPECIAL.search(value) else value
+
+
+def _copy_array(joined: str) -> str:
+    """The elements of a SEPARATOR-joined string, quoted and escaped, without the outer {" "}."""
+    return joined.translate(_COPY_ARRAY) if _SPECIAL.search(joined) else joined.replace(SEPARATOR, '","')
+
+
+def _chunks(rows: list[TestResult]) -> Iterable[list[TestResult]]:
+    for i in range(0, len(rows), _CHUNK):
+        yield rows[i:i + _CHUNK]
 
 
 def stage_validated(conn: psycopg.Connection, submission_id: str, results: Iterable[TestResult]) -> int:
@@ -102,22 +130,34 @@ SELECT submission_id, array_agg(DISTINCT test_id ORDER BY test_id), count(*)
 # contributing submission. Rows go in key order so concurrent markings lock rows in the same order.
 # best_* names the scan whose answers count for item analysis: the highest obtained, the latest on a
 # tie (greatest submission id, a time-ordered ULID, then the later position in the document).
+_BATCH = """
+batch AS MATERIALIZED (
+    SELECT test_id, student_number, max(available) AS available, max(obtained) AS obtained,
+           array_agg(DISTINCT submission_id ORDER BY submission_id) AS submission_ids,
+           (array_agg(submission_id ORDER BY obtained DESC, submission_id DESC, result DESC))[1] AS best_submission_id,
+           (array_agg(result ORDER BY obtained DESC, submission_id DESC, result DESC))[1] AS best_result
+      FROM validated_results
+     WHERE submission_id = ANY(%(sids)s)
+     GROUP BY test_id, student_number
+)"""
+
+# A submission already listed (a document sent again, a re-applied run) leaves submission_ids as it
+# is, and a single new one is appended: only a batch of several documents needs the set difference
+# (a subquery per row, the bulk of a large document's upsert).
 _UPSERT_RESULTS = """
 INSERT INTO student_results AS s (test_id, student_number, available, obtained, submission_ids,
                                   best_submission_id, best_result)
-SELECT test_id, student_number, max(available), max(obtained),
-       array_agg(DISTINCT submission_id ORDER BY submission_id),
-       (array_agg(submission_id ORDER BY obtained DESC, submission_id DESC, result DESC))[1],
-       (array_agg(result ORDER BY obtained DESC, submission_id DESC, result DESC))[1]
-  FROM validated_results
- WHERE submission_id = ANY(%(sids)s)
- GROUP BY test_id, student_number
+SELECT test_id, student_number, available, obtained, submission_ids, best_submission_id, best_result
+  FROM batch
  ORDER BY test_id, student_number
 ON CONFLICT (test_id, student_number) DO UPDATE
    SET available = GREATEST(s.available, EXCLUDED.available),
        obtained = GREATEST(s.obtained, EXCLUDED.obtained),
-       submission_ids = s.submission_ids || ARRAY(SELECT unnest(EXCLUDED.submission_ids)
-                                                  EXCEPT SELECT unnest(s.submission_ids) ORDER BY 1),
+       submission_ids = CASE
+           WHEN EXCLUDED.submission_ids <@ s.submission_ids THEN s.submission_ids
+           WHEN cardinality(EXCLUDED.submission_ids) = 1 THEN s.submission_ids || EXCLUDED.submission_ids
+           ELSE s.submission_ids || ARRAY(SELECT unnest(EXCLUDED.submission_ids)
+                                          EXCEPT SELECT unnest(s.submission_ids) ORDER BY 1) END,
        (best_submission_id, best_result) = (
            SELECT CASE WHEN s.best_submission_id IS NULL
                          OR (EXCLUDED.obtained, EXCLUDED.best_submission_id, EXCLUDED.best_result)
@@ -133,18 +173,24 @@ RETURNING test_id, student_number, best_submission_id, best_result
 
 # Item-analysis sums from `scans` (test_id, sid, result, sign, t): each scan's answers added (sign 1)
 # or taken away (-1). The lateral OFFSET 0 keeps the look-ups on the primary keys (never a scan of
-# every answer). Rows go in key order, like every other upsert here.
+# every answer). The answers are first grouped by everything a sum depends on (question, option,
+# marks available and awarded): one pass over them, in integer arithmetic, leaving a few rows per
+# question, from which the sums follow. sum_ratio is still the exact sum of each answer's
+# awarded::numeric / available (n equal terms are n times one term), so any order of markings, or a
+# rebuild, gives the same numbers. Rows go in key order, like every other upsert here.
 _APPLY_SCANS = """
-contrib AS (
-    SELECT s.test_id, u.question, u.option, u.awarded::bigint AS x, u.available, s.t, s.sign
-      FROM scans s
-     CROSS JOIN LATERAL (SELECT questions, options, available, awarded FROM answers
-                          WHERE submission_id = s.sid AND result = s.result OFFSET 0) a
-     CROSS JOIN LATERAL unnest(a.questions, a.options, a.available, a.awarded) AS u(question, option, available, awarded)
+contrib AS MATERIALIZED (
+    SELECT test_id, question, option, available, x, sum(sign) AS n, sum(sign * t) AS st
+      FROM (SELECT s.test_id, s.sign, s.t, unnest(a.questions) AS question, unnest(a.options) AS option,
+                   unnest(a.available) AS available, unnest(a.awarded) AS x
+              FROM scans s
+             CROSS JOIN LATERAL (SELECT questions, options, available, awarded FROM answers
+                                  WHERE submission_id = s.sid AND result = s.result OFFSET 0) a) u
+     GROUP BY test_id, question, option, available, x
 ), items AS (
     INSERT INTO item_sums AS i (test_id, question, answering, sum_x, sum_xx, sum_xt, sum_ratio, nonbinary)
-    SELECT test_id, question, sum(sign), sum(sign * x), sum(sign * x * x), sum(sign * x * t),
-           sum(sign * x::numeric / available), sum(sign * (available <> 1)::int)
+    SELECT test_id, question, sum(n), sum(n * x), sum(n * x * x), sum(x * st),
+           sum(n * (x::numeric / available)), sum(n * (available <> 1)::int)
       FROM contrib GROUP BY test_id, question ORDER BY test_id, question
     ON CONFLICT (test_id, question) DO UPDATE
        SET answering = i.answering + EXCLUDED.answering, sum_x = i.sum_x + EXCLUDED.sum_x,
@@ -152,7 +198,7 @@ contrib AS (
            sum_ratio = i.sum_ratio + EXCLUDED.sum_ratio, nonbinary = i.nonbinary + EXCLUDED.nonbinary
 ), options AS (
     INSERT INTO option_counts AS c (test_id, question, option, chosen)
-    SELECT test_id, question, option, sum(sign) FROM contrib
+    SELECT test_id, question, option, sum(n) FROM contrib
      GROUP BY test_id, question, option ORDER BY test_id, question, option
     ON CONFLICT (test_id, question, option) DO UPDATE SET chosen = c.chosen + EXCLUDED.chosen
 )
@@ -165,37 +211,40 @@ ON CONFLICT (test_id) DO UPDATE
 """
 
 # The batch's upsert, and the swap of each student's counted scan in the item-analysis sums, in one
-# statement: `before` reads the counted scans before the upsert (the caller holds the batch's tests
-# rows, so no other marking of these tests runs in between).
+# statement: `swaps` reads each student's counted scan as it was before the upsert (every part of
+# one statement sees the same snapshot; the caller holds the batch's tests rows, so no other marking
+# of these tests runs in between). Every read of another table here is a primary-key look-up per row
+# (a lateral OFFSET 0 or a scalar subquery), whatever the row estimates: right after a bulk COPY
+# the statistics still say the staged rows are few, and a join there was once planned as a nested
+# loop over the whole document per student (minutes for a 50,000-result document sent twice).
 _MERGE_RESULTS = f"""
-WITH before AS (
-    SELECT s.test_id, s.student_number, s.best_submission_id, s.best_result
-      FROM student_results s
-     WHERE (s.test_id, s.student_number) IN
-           (SELECT test_id, student_number FROM validated_results WHERE submission_id = ANY(%(sids)s))
-), merged AS ({_UPSERT_RESULTS}
+WITH {_BATCH}, merged AS ({_UPSERT_RESULTS}
 ), swaps AS (
     SELECT n.test_id, o.best_submission_id AS old_sid, o.best_result AS old_result,
            n.best_submission_id AS new_sid, n.best_result AS new_result
-      FROM merged n LEFT JOIN before o USING (test_id, student_number)
+      FROM merged n
+      LEFT JOIN LATERAL (SELECT best_submission_id, best_result FROM student_results s
+                          WHERE s.test_id = n.test_id AND s.student_number = n.student_number OFFSET 0) o ON true
      WHERE (o.best_submission_id, o.best_result) IS DISTINCT FROM (n.best_submission_id, n.best_result)
 ), changed AS (
     -- A counted scan replaced by one with the very same answers (a document sent again) moves no
     -- sums (its total is the sum of those answers): the pair is left out rather than every answer
     -- taken away and added back.
-    -- Two primary-key lookups per swap (scalar subqueries): a join here let the planner hash the
-    -- whole answers table on every marking.
+    -- Two primary-key lookups per swap (one scalar subquery): a join here let the planner hash the
+    -- whole answers table on every marking. The arrays are compared one by one, the marks first
+    -- (comparing them as two records built each a record first: a third of this CTE's time).
     SELECT w.* FROM swaps w
      WHERE w.old_sid IS NULL OR NOT coalesce(
-           (SELECT row(a.questions, a.options, a.available, a.awarded) FROM answers a
-             WHERE a.submission_id = w.old_sid AND a.result = w.old_result)
-         = (SELECT row(b.questions, b.options, b.available, b.awarded) FROM answers b
-             WHERE b.submission_id = w.new_sid AND b.result = w.new_result), false)
+           (SELECT a.awarded = b.awarded AND a.questions = b.questions AND a.options = b.options
+                   AND a.available = b.available
+              FROM answers a, answers b
+             WHERE a.submission_id = w.old_sid AND a.result = w.old_result
+               AND b.submission_id = w.new_sid AND b.result = w.new_result), false)
 ), moves AS (
     SELECT test_id, old_sid AS sid, old_result AS result, -1 AS sign FROM changed WHERE old_sid IS NOT NULL
     UNION ALL
     SELECT test_id, new_sid, new_result, 1 FROM changed
-), scans AS (
+), scans AS MATERIALIZED (
     SELECT m.test_id, m.sid, m.result, m.sign, v.awarded_total AS t
       FROM moves m CROSS JOIN LATERAL (SELECT awarded_total FROM validated_results
                                         WHERE submission_id = m.sid AND result = m.result OFFSET 0) v
@@ -205,10 +254,11 @@ WITH before AS (
 # The sums of some tests from scratch, from every student's counted scan (after a retract, or to
 # check the incremental sums).
 _REBUILD_ITEM_SUMS = f"""
-WITH scans AS (
+WITH scans AS MATERIALIZED (
     SELECT s.test_id, s.best_submission_id AS sid, s.best_result AS result, 1 AS sign, v.awarded_total AS t
-      FROM student_results s JOIN validated_results v
-        ON v.submission_id = s.best_submission_id AND v.result = s.best_result
+      FROM student_results s
+     CROSS JOIN LATERAL (SELECT awarded_total FROM validated_results
+                          WHERE submission_id = s.best_submission_id AND result = s.best_result OFFSET 0) v
      WHERE s.test_id = ANY(%(tests)s) AND v.awarded_total IS NOT NULL
 ), {_APPLY_SCANS}"""
 

@@ -18,6 +18,7 @@ Failures:
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -113,6 +114,7 @@ def validate(batch: Sequence[dict[str, Any]], *, vault: Vault, bus: Bus, store: 
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
     failed: list[Event] = []
+    started = time.perf_counter()
     for data in batch:
         ref = messages.ref_of(data)
         parsed = _parse(data, ref, vault)
@@ -127,12 +129,15 @@ def validate(batch: Sequence[dict[str, Any]], *, vault: Vault, bus: Bus, store: 
         else:
             rejected.append(Rejected(ref, tuple(e.to_json() for e in parsed.errors), parsed.error_count,
                                      parsed.result_count, warnings, at, received_at))
+    parsed_at = time.perf_counter()
     store.record_validation(accepted, rejected)
     if failed:
         store.record_events(failed)
     # One line per batch (the ids in it), not per submission: logging was a tenth of a busy host's CPU.
+    # The seconds say where a large document's time goes (reading and parsing, then staging).
     if accepted:
-        log.info("validated %d submission(s): %s", len(accepted), " ".join(a.ref.submission_id for a in accepted))
+        log.info("validated %d submission(s) (read and parsed in %.2f s, staged in %.2f s): %s", len(accepted),
+                 parsed_at - started, time.perf_counter() - parsed_at, " ".join(a.ref.submission_id for a in accepted))
     for r in rejected:
         log.info("rejected: %d problem(s)", r.error_count, extra={"submission_id": r.ref.submission_id})
     counts = {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
@@ -189,15 +194,18 @@ def mark(batch: Sequence[dict[str, Any]], *, bus: Bus, store: PipelineStore, clo
 
 
 def _apply_markings(refs: Sequence[SubmissionRef], *, store: PipelineStore, at: datetime) -> MarkingOutcome:
+    started = time.perf_counter()
     outcome = store.apply_markings(refs, at)
+    seconds = time.perf_counter() - started
     if outcome.nothing_to_mark:
         store.record_events([
             _failed(ref, Failure("marking", "nothing-to-mark",
                                  f"submission {ref.submission_id} has no validated results to mark"), at)
             for ref in outcome.nothing_to_mark])
     if outcome.marked:
-        log.info("marked %d submission(s) (%d applied before): %s", len(outcome.marked),
-                 sum(not m.newly_applied for m in outcome.marked), " ".join(m.ref.submission_id for m in outcome.marked))
+        log.info("marked %d submission(s) (%d applied before) in %.2f s: %s", len(outcome.marked),
+                 sum(not m.newly_applied for m in outcome.marked), seconds,
+                 " ".join(m.ref.submission_id for m in outcome.marked))
     return outcome
 
 
@@ -207,12 +215,15 @@ def aggregate(batch: Sequence[dict[str, Any]], *, store: PipelineStore, clock: C
     for data in batch:
         for test_id, version in data["testVersions"].items():
             needed[test_id] = max(needed.get(test_id, 0), version)
+    started = time.perf_counter()
     recomputed = store.refresh_statistics(needed)
+    seconds = time.perf_counter() - started
     at = clock()
     store.record_events([Event(d["submissionId"], d["source"], d["runId"], "aggregated", at,
                                test_ids=tuple(sorted(d["testVersions"]))) for d in batch])
-    log.info("statistics of %d test(s) recomputed (%d already covered) for %d submission(s): %s",
-             len(recomputed), len(needed) - len(recomputed), len(batch), " ".join(d["submissionId"] for d in batch))
+    log.info("statistics of %d test(s) recomputed (%d already covered) in %.2f s for %d submission(s): %s",
+             len(recomputed), len(needed) - len(recomputed), seconds, len(batch),
+             " ".join(d["submissionId"] for d in batch))
     return {"recomputed": len(recomputed), "covered": len(needed) - len(recomputed)}
 
 
