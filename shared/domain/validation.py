@@ -8,7 +8,6 @@ schema reports it) and translates jsonschema errors into Problems with a result 
 from __future__ import annotations
 
 import json
-import operator
 import re
 from datetime import datetime
 from functools import cache, lru_cache
@@ -80,13 +79,32 @@ def _property_valid(prop: str, kind: type, value: Any) -> bool:
     return _property_validators()[prop].is_valid(value)
 
 
+# A string property whose schema has only these keywords is judged by the string's length alone, so
+# one verdict per length serves every student number.
+_LENGTH_ONLY = {"type", "minLength", "maxLength", "description", "title"}
+
+
+@cache
+def _judged_by_length() -> frozenset[str]:
+    return frozenset(prop for prop, sub in item_validator().schema.get("properties", {}).items()
+                     if set(sub) <= _LENGTH_ONLY)
+
+
 def _is_valid(item: dict[str, Any]) -> bool:
     validators = _property_validators()
     if validators is None:
         return item_validator().is_valid(item)
     if not item.keys() >= _required():
         return False
-    return all(prop not in validators or _property_valid(prop, type(value), value) for prop, value in item.items())
+    by_length = _judged_by_length()
+    for prop, value in item.items():
+        if prop not in validators:
+            continue
+        if type(value) is str and prop in by_length:
+            value = "x" * len(value)  # the same verdict as the value itself: only its length matters
+        if not _property_valid(prop, type(value), value):
+            return False
+    return True
 
 
 @cache
@@ -245,32 +263,41 @@ def read_answers(raw: RawResult, obtained: int) -> tuple[AnswerSheet | None, lis
     return sheet, warnings
 
 
-# Marks as written in the usual case: comma-joined whole numbers without sign, blanks or leading zeros,
-# so the joined text is already the AnswerSheet's canonical form (no int -> str round trip).
-_CANONICAL_MARKS = re.compile(r"(?:0|[1-9][0-9]{0,8})(?:,(?:0|[1-9][0-9]{0,8}))*")
+# Marks as written in the usual case: whole numbers without sign, blanks or leading zeros, so the
+# joined text is already the AnswerSheet's canonical form (no int -> str round trip).
+_CANONICAL_MARK = re.compile(r"0|[1-9][0-9]{0,8}")
+_Usable = tuple[str, str, str, str, int]  # (question, option) trimmed, marks as written, marks awarded
+_USABLE: dict[tuple, _Usable | None] = {}  # rows repeat across a document: each is judged once
+
+
+def _usable(row: tuple) -> _Usable | None:
+    """The row as a sheet entry when it is usable with its marks written canonically, else None."""
+    question, available, awarded, text = row
+    if question is None or not question.strip() or not all(
+            isinstance(mark, str) and _CANONICAL_MARK.fullmatch(mark) for mark in (available, awarded)):
+        return None
+    if not 0 <= int(awarded) <= int(available) or int(available) < 1:
+        return None
+    return question.strip(), text.strip(), available, awarded, int(awarded)
 
 
 def _well_formed_sheet(rows: list[tuple]) -> tuple[AnswerSheet, int] | None:
-    """The usual case, every answer well-formed, with whole-list operations (two million answers
-    in a large document); None sends the result through _each_answer, which says what is wrong
-    (or, for marks written like "007" or " 1 ", builds the same sheet one answer at a time)."""
-    questions, available_texts, awarded_texts, texts = zip(*rows, strict=True)
-    if None in questions or None in available_texts or None in awarded_texts:
+    """The usual case, every answer usable and written canonically, with whole-list operations (a
+    million answers in a large document); None sends the result through _each_answer, which says
+    what is wrong (or, for marks written like "007" or " 1 ", builds the same sheet one answer at a time)."""
+    entries = list(map(_USABLE.get, rows))
+    if not all(entries):  # rows not judged yet (unusable ones are not kept: they take the slow path)
+        if len(_USABLE) >= 65_536:
+            _USABLE.clear()
+        entries = [entry or _USABLE.setdefault(row, _usable(row)) for row, entry in zip(rows, entries, strict=True)]
+        if not all(entries):
+            return None
+    questions, options, available, awarded, points = zip(*entries, strict=True)
+    names = _distinct(SEPARATOR.join(questions), len(questions))
+    if names is None:
         return None
-    available_joined, awarded_joined = ",".join(available_texts), ",".join(awarded_texts)
-    commas = len(rows) - 1  # a comma inside a mark would otherwise pass as two marks
-    if not (available_joined.count(",") == commas == awarded_joined.count(",")
-            and _CANONICAL_MARKS.fullmatch(available_joined) and _CANONICAL_MARKS.fullmatch(awarded_joined)):
-        return None
-    available, awarded = list(map(int, available_texts)), list(map(int, awarded_texts))
-    if 0 in available or not all(map(operator.le, awarded, available)):
-        return None
-    names = list(map(str.strip, questions))
-    if not all(names) or len(set(names)) != len(names):
-        return None
-    sheet = AnswerSheet(_shared(SEPARATOR.join(names)), SEPARATOR.join(map(str.strip, texts)),
-                        _shared(available_joined), awarded_joined)
-    return sheet, sum(awarded)
+    sheet = AnswerSheet(names, SEPARATOR.join(options), _shared(",".join(available)), ",".join(awarded))
+    return sheet, sum(points)
 
 
 _SHARED: dict[str, str] = {}
@@ -284,6 +311,20 @@ def _shared(value: str) -> str:
             _SHARED.clear()
         found = _SHARED[value] = value
     return found
+
+
+_DISTINCT: dict[str, str | None] = {}
+
+
+def _distinct(questions: str, count: int) -> str | None:
+    """The shared copy of a joined question list whose `count` questions all differ, else None."""
+    try:
+        return _DISTINCT[questions]
+    except KeyError:
+        if len(_DISTINCT) >= 4096:
+            _DISTINCT.clear()
+        found = _DISTINCT[questions] = _shared(questions) if len(set(questions.split(SEPARATOR))) == count else None
+        return found
 
 
 def _each_answer(rows: list[tuple], problems: list[str]) -> list[Answer]:
