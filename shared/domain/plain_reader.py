@@ -48,7 +48,7 @@ _PROLOG = re.compile(
 # Value patterns; bounded well below libxml2's limits on text and attribute length.
 _TEXT = r"([^<&\r]{0,100000})"
 _ATTR = r'="([^"<>&\t\n\r]{0,100000})"'
-_OPENING = re.compile(r"[ \t\r\n]*(<)mcq-test-result(?=[ \t\r\n/>])")  # any result, plain or not
+_OPENING = re.compile(r"[ \t\r\n]*<mcq-test-result(?=[ \t\r\n/>])")  # any result, plain or not
 _START = re.compile(rf"[ \t\r\n]*<mcq-test-result(?:[ \t\r\n]+scanned-on{_ATTR})?[ \t\r\n]*>")
 _END = "</mcq-test-result>"
 _ROOT_END = re.compile(r"[ \t\r\n]*</mcq-test-results[ \t\r\n]*>[ \t\r\n]*")
@@ -87,22 +87,23 @@ def read_plain_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
     except UnicodeDecodeError:
         prolog = None
     if prolog is None:  # judged before libxml2 sees a byte: a DOCTYPE goes straight to xml_reader
-        yield from read_results(_Chain([first], stream))
+        yield from read_results(io.BufferedReader(_Chain([first], stream)))
         return
     checker = etree.XMLParser(target=_Nothing(), **PARSER_OPTIONS)
     reader = _Reader(text, prolog.end(), decoder)
+    reader.size = len(first)  # bytes read from the source
     try:
         checker.feed(first)
         yield from reader.results(final=False)
         while chunk := stream.read(_CHUNK):
-            reader.unread = chunk
+            reader.unread, reader.size = chunk, reader.size + len(chunk)
             checker.feed(chunk)
             reader.add(chunk)
             yield from reader.results(final=False)
         checker.close()
         reader.add(b"", final=True)
         yield from reader.results(final=True)
-    except (_Refused, etree.XMLSyntaxError, UnicodeDecodeError):
+    except (_Refused, etree.LxmlError, UnicodeDecodeError):
         yield from read_results(reader.rest(text[:prolog.end()].encode(), stream), position=reader.position)
 
 
@@ -114,6 +115,7 @@ class _Reader:
         self.position = 0  # results read
         self.lines = self.column = 0  # line breaks and last line's length of the text read after the root tag
         self.unread = b""  # a chunk given to the checker but not yet decoded
+        self.size = 0
 
     def add(self, chunk: bytes, final: bool = False) -> None:
         new = self.decoder.decode(chunk, final)
@@ -135,7 +137,8 @@ class _Reader:
     def results(self, final: bool) -> Iterator[RawResult]:
         text = self.text
         while True:
-            opening = _OPENING.match(text, self.pos)
+            start = _START.match(text, self.pos)
+            opening = start or _OPENING.match(text, self.pos)
             if opening is None:
                 # The root's end tag, or markup that is not plain (unless the chunk ends inside a tag).
                 if final and not _ROOT_END.fullmatch(text, self.pos) or not final and (
@@ -148,42 +151,51 @@ class _Reader:
                     raise _Refused
                 return  # the result goes on in the next chunk
             position = self.position + 1
-            start = _START.match(text, self.pos)
-            raw = _plain_result(position, start[1], text[start.end():end]) if start else None
-            raw = raw or _lone_result(position, text[opening.start(1):end + len(_END)])
+            raw = _plain_result(position, start[1], text, start.end(), end) if start else None
+            raw = raw or _lone_result(position, text[text.index("<", self.pos):end + len(_END)])
             self.position, self.pos = position, end + len(_END)
             yield raw
 
     def rest(self, prolog: bytes, stream: BinaryIO) -> BinaryIO:
-        """The unread part of the document, after the prolog as written and blanks in place of the read part."""
+        """The document with blanks in place of the results read: its prolog as written, then blanks
+        that end on the same line and column, and as long in bytes where they can be (libxml2's message
+        for some errors depends on where the reads of the document end: reads fall where they did)."""
         self._count_lines()
-        pending = self.decoder.getstate()[0]
-        return _Chain(itertools.chain([prolog], _blanks(self.lines, self.column),
-                                      [self.text[self.pos:].encode(), pending, self.unread]), stream)
+        unread = [self.text[self.pos:].encode(), self.decoder.getstate()[0], self.unread]
+        size = self.size - len(prolog) - sum(map(len, unread))
+        padding = size - self.lines - self.column if self.lines else 0
+        pieces = itertools.chain([prolog], _blanks(b" ", padding), _blanks(b"\n", self.lines),
+                                 _blanks(b" ", self.column), unread)
+        return io.BufferedReader(_Chain(pieces, stream))
 
 
-def _plain_result(position: int, scanned_on: str | None, content: str) -> RawResult | None:
-    last = content.rfind(_ANSWER_END)
-    first = content.find("<answer") if last >= 0 else last
-    head, tail = (content[:first], content[last + len(_ANSWER_END):]) if last >= 0 else (content, "")
-    usual_head, usual_tail = _USUAL_HEAD.fullmatch(head), _USUAL_TAIL.fullmatch(tail)
+def _plain_result(position: int, scanned_on: str | None, text: str, begin: int, end: int) -> RawResult | None:
+    """The result whose content is text[begin:end], or None when it is not plain."""
+    last = text.rfind(_ANSWER_END, begin, end)
+    first = text.find("<answer", begin, last) if last >= 0 else end
+    if first < 0:
+        return None
+    after = last + len(_ANSWER_END) if last >= 0 else end  # the answers are text[first:last] + "</answer>"
+    usual_head, usual_tail = _USUAL_HEAD.fullmatch(text, begin, first), _USUAL_TAIL.fullmatch(text, after, end)
     if usual_head and usual_tail:
-        raw = RawResult(position, dict(zip(_NAMES, usual_head.groups(), strict=True)), True, *usual_tail.groups(),
-                        scanned_on)
-    elif _FIELDS.fullmatch(head) and _FIELDS.fullmatch(tail):
+        first_name, last_name, student_number, test_id = usual_head.groups()
+        raw = RawResult(position, {"first-name": first_name, "last-name": last_name, "student-number": student_number,
+                                   "test-id": test_id}, True, *usual_tail.groups(), scanned_on)
+    elif _FIELDS.fullmatch(text, begin, first) and _FIELDS.fullmatch(text, after, end):
         raw = RawResult(position, scanned_on=scanned_on)
-        for name, text, available, obtained in _ONE_FIELD.findall(head) + _ONE_FIELD.findall(tail):
+        for name, value, available, obtained in _ONE_FIELD.findall(text, begin, first) + _ONE_FIELD.findall(
+                text, after, end):
             key = name or "summary-marks"
             if key in raw.texts or key == "summary-marks" and raw.has_summary:
                 raw.duplicates.append(key)
             elif name:
-                raw.texts[name] = text
+                raw.texts[name] = value
             else:
                 raw.has_summary, raw.available, raw.obtained = True, available, obtained
     else:
         return None
     if last >= 0:
-        pieces = content[first:last].split(_ANSWER_END)
+        pieces = text[first:last].split(_ANSWER_END)
         rows = list(map(_ROWS.get, pieces))
         if not all(rows):
             for k, piece in enumerate(pieces):
@@ -201,16 +213,15 @@ def _plain_result(position: int, scanned_on: str | None, content: str) -> RawRes
 def _lone_result(position: int, markup: str) -> RawResult:
     try:
         elem = etree.fromstring(markup.encode(), etree.XMLParser(**PARSER_OPTIONS))
-    except etree.XMLSyntaxError:
+    except etree.LxmlError:
         raise _Refused from None
     return read_result(elem, position)
 
 
-def _blanks(lines: int, column: int) -> Iterator[bytes]:
-    for count, blank in ((lines, b"\n"), (column, b" ")):
-        while count > 0:
-            yield blank * min(count, _CHUNK)
-            count -= _CHUNK
+def _blanks(blank: bytes, count: int) -> Iterator[bytes]:
+    while count > 0:  # a piece at a time: a one-line document may need millions
+        yield blank * min(count, _CHUNK)
+        count -= _CHUNK
 
 
 class _Chain(io.RawIOBase):
@@ -222,12 +233,14 @@ class _Chain(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
+    def readinto(self, into: bytearray | memoryview) -> int:
         while not self._buffer:
             piece = next(self._head, None)
             if piece is None:
-                return self._rest.read(size)
+                data = self._rest.read(len(into))
+                into[:len(data)] = data
+                return len(data)
             self._buffer = memoryview(piece)
-        n = len(self._buffer) if size is None or size < 0 else min(size, len(self._buffer))
-        out, self._buffer = bytes(self._buffer[:n]), self._buffer[n:]
-        return out
+        n = min(len(into), len(self._buffer))
+        into[:n], self._buffer = self._buffer[:n], self._buffer[n:]
+        return n
