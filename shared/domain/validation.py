@@ -112,10 +112,22 @@ def _required() -> frozenset[str]:
     return frozenset(item_validator().schema.get("required", ()))
 
 
+_NUMBERS: dict[str, int | str] = {}  # marks repeat across a document: each text is converted once
+
+
 def _number(text: str | None) -> int | str | None:
     """int for a whole number; otherwise the trimmed text, which the schema then rejects by type."""
     if text is None:
         return None
+    found = _NUMBERS.get(text)
+    if found is None:
+        if len(_NUMBERS) >= 4096:
+            _NUMBERS.clear()
+        found = _NUMBERS[text] = _convert(text)
+    return found
+
+
+def _convert(text: str) -> int | str:
     value = text.strip()
     if not _WHOLE_NUMBER.fullmatch(value):
         return value
@@ -144,6 +156,32 @@ def normalize(raw: RawResult) -> dict[str, Any]:
 
 def check(raw: RawResult, item: dict[str, Any]) -> tuple[list[Problem], list[Problem]]:
     """(errors, warnings) for one normalized result."""
+    valid = _is_valid(item)
+    errors = _errors(raw, item, valid) if not valid or raw.duplicates or _suspect(item) else []
+    warnings: list[Problem] = []
+    if raw.scanned_on is not None and not _is_date_time(raw.scanned_on):
+        n = raw.position
+        warnings.append(
+            Problem(
+                "unparseable-scanned-on",
+                f"result {n}: @scanned-on {_show(repr(raw.scanned_on))} is not an ISO 8601 date-time; kept as written",
+                n,
+                XML_FIELD["scannedOn"],
+            )
+        )
+    return errors, warnings
+
+
+def _suspect(item: dict[str, Any]) -> bool:
+    """Whether a valid item without duplicates may still have an error (_errors says which): an id
+    with a character that is not printable, or more marks obtained than available."""
+    student, test = item.get("studentNumber"), item.get("testId")
+    available, obtained = item.get("available"), item.get("obtained")
+    return (isinstance(student, str) and not student.isprintable() or isinstance(test, str) and not test.isprintable()
+            or isinstance(available, int) and isinstance(obtained, int) and available >= 1 and obtained > available)
+
+
+def _errors(raw: RawResult, item: dict[str, Any], valid: bool) -> list[Problem]:
     n = raw.position
     errors: list[Problem] = []
     seen: set[tuple[str, str]] = set()
@@ -153,9 +191,8 @@ def check(raw: RawResult, item: dict[str, Any]) -> tuple[list[Problem], list[Pro
             seen.add((code, field))
             errors.append(Problem(code, f"result {n}: {message}", n, field))
 
-    validator = item_validator()
-    if not _is_valid(item):  # the usual case is valid: only an invalid item pays for the error report
-        for error in validator.iter_errors(item):
+    if not valid:  # the usual case is valid: only an invalid item pays for the error report
+        for error in item_validator().iter_errors(item):
             for code, field, message in _translate(error, raw):
                 add(code, field, message)
     for name in raw.duplicates:
@@ -177,17 +214,7 @@ def check(raw: RawResult, item: dict[str, Any]) -> tuple[list[Problem], list[Pro
             f"summary-marks/@obtained is {obtained}, more than available {available}",
         )
 
-    warnings: list[Problem] = []
-    if raw.scanned_on is not None and not _is_date_time(raw.scanned_on):
-        warnings.append(
-            Problem(
-                "unparseable-scanned-on",
-                f"result {n}: @scanned-on {_show(repr(raw.scanned_on))} is not an ISO 8601 date-time; kept as written",
-                n,
-                XML_FIELD["scannedOn"],
-            )
-        )
-    return errors, warnings
+    return errors
 
 
 def _translate(error: ValidationError, raw: RawResult) -> list[tuple[str, str, str]]:
