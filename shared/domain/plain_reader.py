@@ -41,6 +41,7 @@ from lxml import etree
 from shared.domain.xml_reader import PARSER_OPTIONS, RawResult, read_result, read_results
 
 _CHUNK = 1 << 20
+_MAX_PENDING = 16 * _CHUNK  # characters read past the last complete result
 _PROLOG = re.compile(
     r"""\ufeff?(?:<\?xml[ \t\r\n]+version=(["'])1\.0\1(?:[ \t\r\n]+encoding=(["'])(?i:utf-8)\2)?"""
     r"""(?:[ \t\r\n]+standalone=(["'])(?:yes|no)\3)?[ \t\r\n]*\?>)?[ \t\r\n]*<mcq-test-results[ \t\r\n]*>"""
@@ -90,8 +91,7 @@ def read_plain_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
         yield from read_results(io.BufferedReader(_Chain([first], stream)))
         return
     checker = etree.XMLParser(target=_Nothing(), **PARSER_OPTIONS)
-    reader = _Reader(text, prolog.end(), decoder)
-    reader.size = len(first)  # bytes read from the source
+    reader = _Reader(text, prolog.end(), decoder, len(first))
     try:
         checker.feed(first)
         yield from reader.results(final=False)
@@ -110,20 +110,23 @@ def read_plain_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
 class _Reader:
     """The decoded text not yet read, and where the part already read ended (for _blanks)."""
 
-    def __init__(self, text: str, pos: int, decoder: codecs.IncrementalDecoder) -> None:
+    def __init__(self, text: str, pos: int, decoder: codecs.IncrementalDecoder, size: int) -> None:
         self.text, self.pos, self.counted, self.decoder = text, pos, pos, decoder
         self.position = 0  # results read
         self.lines = self.column = 0  # line breaks and last line's length of the text read after the root tag
         self.unread = b""  # a chunk given to the checker but not yet decoded
-        self.size = 0
+        self.size = size  # bytes read from the source
 
     def add(self, chunk: bytes, final: bool = False) -> None:
+        if len(self.text) - self.pos > _MAX_PENDING:
+            raise _Refused  # no result ends in sight: xml_reader streams such a document better
         new = self.decoder.decode(chunk, final)
         self._count_lines()
         self.text, self.pos, self.counted, self.unread = self.text[self.pos:] + new, 0, 0, b""
 
     def _count_lines(self) -> None:
-        """Count the lines of the text read since the last count, as XML counts them (\\r\\n, \\r, \\n)."""
+        """Count the lines of the text read since the last count, as XML counts them (\\r\\n, \\r, \\n).
+        The text read always ends with ">", so no \\r\\n is split between two counts."""
         text, start, stop = self.text, self.counted, self.pos
         if text.find("\r", start, stop) < 0:
             self.lines += text.count("\n", start, stop)

@@ -210,6 +210,22 @@ def test_an_odd_result_alone_is_parsed_by_lxml(monkeypatch: pytest.MonkeyPatch) 
     assert doc.results[689].last_name.startswith("&")
 
 
+def test_a_result_longer_than_the_reader_holds_goes_to_xml_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = TRICKY["very-long-name"]
+    expected = reference(body, monkeypatch)
+    handed_over: list[int] = []
+
+    def read_results(source: object, position: int = 0) -> Iterator[xml_reader.RawResult]:
+        handed_over.append(position)
+        return xml_reader.read_results(source, position=position)
+
+    monkeypatch.setattr(plain_reader, "_CHUNK", 1000)
+    monkeypatch.setattr(plain_reader, "_MAX_PENDING", 5000)
+    monkeypatch.setattr(plain_reader, "read_results", read_results)
+    assert parse_results_document(body) == expected
+    assert handed_over == [0]
+
+
 ROWS = [
     [("1", "1", "1", "A"), ("2", "1", "0", " B ")],
     [(" 1 ", "2", "2", "")],
