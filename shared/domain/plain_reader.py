@@ -16,15 +16,19 @@ Why the values read here are exactly the ones lxml reports:
 - The patterns below take a value only where XML keeps characters as written: never with "&" (entity
   and character references), "<" (markup, CDATA, comments) or "\\r"; attribute values also without
   tab or newline (XML turns those into spaces). The root has no attributes and names are matched
-  whole, so no namespace is in play. Identical (piece of) answers repeat across a document, so each
-  distinct one is matched once and then found in a dictionary.
+  whole, so no namespace is in play. A result's content must be covered entirely by the patterns
+  (fields, then the answers split at "</answer>", then fields), so nothing in it goes unread. The
+  same <answer> markup repeats across a document: each distinct one is matched once, then looked up.
 - A result that does not fit the patterns is parsed by lxml on its own and read by xml_reader's code:
   a result means the same alone as in a plain document (no namespaces or entities are declared
   around it), and it parses alone only if it is exactly one element.
 - Anything else (another prolog or encoding, markup between results, a result lxml cannot parse
   alone, a refused byte) hands the rest of the document to xml_reader.read_results. Its stream
-  starts with the prolog as written and blank lines and spaces in place of the results already
-  read, so positions in its error messages are those of the original document.
+  starts with the prolog as written and blanks in place of the results already read, ending on the
+  same line and column and (unless that part is one line with non-ASCII text) as many bytes long, so
+  its error messages, positions included, are those of the original document.
+The security properties are xml_reader's: a DOCTYPE never passes the prolog pattern, so such a
+document goes to xml_reader before libxml2 sees a byte of it, and every parser here uses its options.
 """
 
 from __future__ import annotations
