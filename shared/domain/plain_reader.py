@@ -69,6 +69,7 @@ _ANSWER = re.compile(rf"[ \t\r\n]*<answer[ \t\r\n]+question{_ATTR}[ \t\r\n]+mark
                      rf"[ \t\r\n]+marks-awarded{_ATTR}[ \t\r\n]*>{_TEXT}")
 _ANSWER_END = "</answer>"
 _ROWS: dict[str, tuple[str, str, str, str]] = {}  # answer markup -> (question, available, awarded, text)
+_CACHED_LENGTH = 200
 
 
 class _Refused(Exception):
@@ -210,9 +211,11 @@ def _plain_result(position: int, scanned_on: str | None, text: str, begin: int, 
                     match = _ANSWER.fullmatch(piece)
                     if match is None:
                         return None
-                    if len(_ROWS) >= 65_536:
-                        _ROWS.clear()
-                    rows[k] = _ROWS[piece] = match.groups()
+                    rows[k] = match.groups()
+                    if len(piece) <= _CACHED_LENGTH:  # a long one is unlikely to repeat: not kept
+                        if len(_ROWS) >= 65_536:
+                            _ROWS.clear()
+                        _ROWS[piece] = rows[k]
         raw.answers = rows
     return raw
 

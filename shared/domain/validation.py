@@ -90,6 +90,11 @@ def _judged_by_length() -> frozenset[str]:
                      if set(sub) <= _LENGTH_ONLY)
 
 
+@lru_cache(maxsize=4096)
+def _length_valid(prop: str, length: int) -> bool:
+    return _property_validators()[prop].is_valid("x" * length)  # the verdict of every string this long
+
+
 def _is_valid(item: dict[str, Any]) -> bool:
     validators = _property_validators()
     if validators is None:
@@ -100,9 +105,8 @@ def _is_valid(item: dict[str, Any]) -> bool:
     for prop, value in item.items():
         if prop not in validators:
             continue
-        if type(value) is str and prop in by_length:
-            value = "x" * len(value)  # the same verdict as the value itself: only its length matters
-        if not _property_valid(prop, type(value), value):
+        if not (_length_valid(prop, len(value)) if type(value) is str and prop in by_length
+                else _property_valid(prop, type(value), value)):
             return False
     return True
 
@@ -113,6 +117,7 @@ def _required() -> frozenset[str]:
 
 
 _NUMBERS: dict[str, int | str] = {}  # marks repeat across a document: each text is converted once
+_CACHED_LENGTH = 100  # longer texts are not kept in the caches of repeated values
 
 
 def _number(text: str | None) -> int | str | None:
@@ -121,9 +126,11 @@ def _number(text: str | None) -> int | str | None:
         return None
     found = _NUMBERS.get(text)
     if found is None:
-        if len(_NUMBERS) >= 4096:
-            _NUMBERS.clear()
-        found = _NUMBERS[text] = _convert(text)
+        found = _convert(text)
+        if len(text) <= _CACHED_LENGTH:
+            if len(_NUMBERS) >= 4096:
+                _NUMBERS.clear()
+            _NUMBERS[text] = found
     return found
 
 
@@ -294,7 +301,7 @@ def read_answers(raw: RawResult, obtained: int) -> tuple[AnswerSheet | None, lis
 # joined text is already the AnswerSheet's canonical form (no int -> str round trip).
 _CANONICAL_MARK = re.compile(r"0|[1-9][0-9]{0,8}")
 _Usable = tuple[str, str, str, str, int]  # (question, option) trimmed, marks as written, marks awarded
-_USABLE: dict[tuple, _Usable | None] = {}  # rows repeat across a document: each is judged once
+_USABLE: dict[tuple, _Usable] = {}  # rows repeat across a document: each is judged once
 
 
 def _usable(row: tuple) -> _Usable | None:
@@ -308,15 +315,22 @@ def _usable(row: tuple) -> _Usable | None:
     return question.strip(), text.strip(), available, awarded, int(awarded)
 
 
+def _judged(row: tuple) -> _Usable | None:
+    usable = _usable(row)
+    if usable is not None and len(row[0]) + len(row[3]) <= _CACHED_LENGTH:  # marks are short when usable
+        if len(_USABLE) >= 65_536:
+            _USABLE.clear()
+        _USABLE[row] = usable
+    return usable
+
+
 def _well_formed_sheet(rows: list[tuple]) -> tuple[AnswerSheet, int] | None:
     """The usual case, every answer usable and written canonically, with whole-list operations (a
     million answers in a large document); None sends the result through _each_answer, which says
     what is wrong (or, for marks written like "007" or " 1 ", builds the same sheet one answer at a time)."""
     entries = list(map(_USABLE.get, rows))
     if not all(entries):  # rows not judged yet (unusable ones are not kept: they take the slow path)
-        if len(_USABLE) >= 65_536:
-            _USABLE.clear()
-        entries = [entry or _USABLE.setdefault(row, _usable(row)) for row, entry in zip(rows, entries, strict=True)]
+        entries = [entry or _judged(row) for row, entry in zip(rows, entries, strict=True)]
         if not all(entries):
             return None
     questions, options, available, awarded, points = zip(*entries, strict=True)

@@ -226,6 +226,19 @@ def test_a_result_longer_than_the_reader_holds_goes_to_xml_reader(monkeypatch: p
     assert handed_over == [0]
 
 
+def test_long_values_are_not_kept_in_the_caches_of_repeated_values() -> None:
+    from shared.domain import validation
+
+    doc = make_document([{"available": 2, "obtained": 1, "answers": 0, "extra": (
+        f'<answer question="{q}" marks-available="1" marks-awarded="{q}">{"B" * 5000}</answer>'
+        f'<answer question="{q + 1}" marks-available="{"0" * 5000}1" marks-awarded="0">A</answer>')}
+        for q in range(2)])
+    assert parse_results_document(doc).valid
+    assert max(map(len, plain_reader._ROWS), default=0) <= plain_reader._CACHED_LENGTH
+    assert max((len(row[0]) + len(row[3]) for row in validation._USABLE), default=0) <= validation._CACHED_LENGTH
+    assert max(map(len, validation._NUMBERS), default=0) <= validation._CACHED_LENGTH
+
+
 ROWS = [
     [("1", "1", "1", "A"), ("2", "1", "0", " B ")],
     [(" 1 ", "2", "2", "")],
