@@ -14,6 +14,8 @@ def invalid_identifier(value: str) -> str | None:
     """Why `value` cannot be an identifier, or None if it can."""
     if not value.strip():
         return "is empty"
+    if value.isprintable():  # printable means no character of category C* (nor separators but " ")
+        return None
     for ch in value:
         if unicodedata.category(ch) in _INVISIBLE:
             return f"contains the invisible or control character U+{ord(ch):04X}"

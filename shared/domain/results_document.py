@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from shared.domain.model import ParsedDocument, Problem, TestResult
+from shared.domain.plain_reader import read_plain_results
 from shared.domain.validation import check, normalize, read_answers, to_test_result
-from shared.domain.xml_reader import DocumentRejected, read_results
+from shared.domain.xml_reader import DocumentRejected
 
 __all__ = ["ParsedDocument", "Problem", "TestResult", "parse_results_document"]
 
@@ -37,7 +38,7 @@ def parse_results_document(source: bytes | BinaryIO, *, max_errors: int = 1000) 
     result_count = 0
     fatal: Problem | None = None
     try:
-        for raw in read_results(source):
+        for raw in read_plain_results(source):
             result_count = raw.position
             item = normalize(raw)
             found, warned = check(raw, item)

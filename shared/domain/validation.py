@@ -8,7 +8,6 @@ schema reports it) and translates jsonschema errors into Problems with a result 
 from __future__ import annotations
 
 import json
-import operator
 import re
 from datetime import datetime
 from functools import cache, lru_cache
@@ -80,13 +79,36 @@ def _property_valid(prop: str, kind: type, value: Any) -> bool:
     return _property_validators()[prop].is_valid(value)
 
 
+# A string property whose schema has only these keywords is judged by the string's length alone, so
+# one verdict per length serves every student number.
+_LENGTH_ONLY = {"type", "minLength", "maxLength", "description", "title"}
+
+
+@cache
+def _judged_by_length() -> frozenset[str]:
+    return frozenset(prop for prop, sub in item_validator().schema.get("properties", {}).items()
+                     if set(sub) <= _LENGTH_ONLY)
+
+
+@lru_cache(maxsize=4096)
+def _length_valid(prop: str, length: int) -> bool:
+    return _property_validators()[prop].is_valid("x" * length)  # the verdict of every string this long
+
+
 def _is_valid(item: dict[str, Any]) -> bool:
     validators = _property_validators()
     if validators is None:
         return item_validator().is_valid(item)
     if not item.keys() >= _required():
         return False
-    return all(prop not in validators or _property_valid(prop, type(value), value) for prop, value in item.items())
+    by_length = _judged_by_length()
+    for prop, value in item.items():
+        if prop not in validators:
+            continue
+        if not (_length_valid(prop, len(value)) if type(value) is str and prop in by_length
+                else _property_valid(prop, type(value), value)):
+            return False
+    return True
 
 
 @cache
@@ -94,10 +116,25 @@ def _required() -> frozenset[str]:
     return frozenset(item_validator().schema.get("required", ()))
 
 
+_NUMBERS: dict[str, int | str] = {}  # marks repeat across a document: each text is converted once
+_CACHED_LENGTH = 100  # longer texts are not kept in the caches of repeated values
+
+
 def _number(text: str | None) -> int | str | None:
     """int for a whole number; otherwise the trimmed text, which the schema then rejects by type."""
     if text is None:
         return None
+    found = _NUMBERS.get(text)
+    if found is None:
+        found = _convert(text)
+        if len(text) <= _CACHED_LENGTH:
+            if len(_NUMBERS) >= 4096:
+                _NUMBERS.clear()
+            _NUMBERS[text] = found
+    return found
+
+
+def _convert(text: str) -> int | str:
     value = text.strip()
     if not _WHOLE_NUMBER.fullmatch(value):
         return value
@@ -126,6 +163,32 @@ def normalize(raw: RawResult) -> dict[str, Any]:
 
 def check(raw: RawResult, item: dict[str, Any]) -> tuple[list[Problem], list[Problem]]:
     """(errors, warnings) for one normalized result."""
+    valid = _is_valid(item)
+    errors = _errors(raw, item, valid) if not valid or raw.duplicates or _suspect(item) else []
+    warnings: list[Problem] = []
+    if raw.scanned_on is not None and not _is_date_time(raw.scanned_on):
+        n = raw.position
+        warnings.append(
+            Problem(
+                "unparseable-scanned-on",
+                f"result {n}: @scanned-on {_show(repr(raw.scanned_on))} is not an ISO 8601 date-time; kept as written",
+                n,
+                XML_FIELD["scannedOn"],
+            )
+        )
+    return errors, warnings
+
+
+def _suspect(item: dict[str, Any]) -> bool:
+    """Whether a valid item without duplicates may still have an error (_errors says which): an id
+    with a character that is not printable, or more marks obtained than available."""
+    student, test = item.get("studentNumber"), item.get("testId")
+    available, obtained = item.get("available"), item.get("obtained")
+    return (isinstance(student, str) and not student.isprintable() or isinstance(test, str) and not test.isprintable()
+            or isinstance(available, int) and isinstance(obtained, int) and available >= 1 and obtained > available)
+
+
+def _errors(raw: RawResult, item: dict[str, Any], valid: bool) -> list[Problem]:
     n = raw.position
     errors: list[Problem] = []
     seen: set[tuple[str, str]] = set()
@@ -135,9 +198,8 @@ def check(raw: RawResult, item: dict[str, Any]) -> tuple[list[Problem], list[Pro
             seen.add((code, field))
             errors.append(Problem(code, f"result {n}: {message}", n, field))
 
-    validator = item_validator()
-    if not _is_valid(item):  # the usual case is valid: only an invalid item pays for the error report
-        for error in validator.iter_errors(item):
+    if not valid:  # the usual case is valid: only an invalid item pays for the error report
+        for error in item_validator().iter_errors(item):
             for code, field, message in _translate(error, raw):
                 add(code, field, message)
     for name in raw.duplicates:
@@ -159,17 +221,7 @@ def check(raw: RawResult, item: dict[str, Any]) -> tuple[list[Problem], list[Pro
             f"summary-marks/@obtained is {obtained}, more than available {available}",
         )
 
-    warnings: list[Problem] = []
-    if raw.scanned_on is not None and not _is_date_time(raw.scanned_on):
-        warnings.append(
-            Problem(
-                "unparseable-scanned-on",
-                f"result {n}: @scanned-on {_show(repr(raw.scanned_on))} is not an ISO 8601 date-time; kept as written",
-                n,
-                XML_FIELD["scannedOn"],
-            )
-        )
-    return errors, warnings
+    return errors
 
 
 def _translate(error: ValidationError, raw: RawResult) -> list[tuple[str, str, str]]:
@@ -245,32 +297,48 @@ def read_answers(raw: RawResult, obtained: int) -> tuple[AnswerSheet | None, lis
     return sheet, warnings
 
 
-# Marks as written in the usual case: comma-joined whole numbers without sign, blanks or leading zeros,
-# so the joined text is already the AnswerSheet's canonical form (no int -> str round trip).
-_CANONICAL_MARKS = re.compile(r"(?:0|[1-9][0-9]{0,8})(?:,(?:0|[1-9][0-9]{0,8}))*")
+# Marks as written in the usual case: whole numbers without sign, blanks or leading zeros, so the
+# joined text is already the AnswerSheet's canonical form (no int -> str round trip).
+_CANONICAL_MARK = re.compile(r"0|[1-9][0-9]{0,8}")
+_Usable = tuple[str, str, str, str, int]  # (question, option) trimmed, marks as written, marks awarded
+_USABLE: dict[tuple, _Usable] = {}  # rows repeat across a document: each is judged once
+
+
+def _usable(row: tuple) -> _Usable | None:
+    """The row as a sheet entry when it is usable with its marks written canonically, else None."""
+    question, available, awarded, text = row
+    if question is None or not question.strip() or not all(
+            isinstance(mark, str) and _CANONICAL_MARK.fullmatch(mark) for mark in (available, awarded)):
+        return None
+    if not 0 <= int(awarded) <= int(available) or int(available) < 1:
+        return None
+    return question.strip(), text.strip(), available, awarded, int(awarded)
+
+
+def _judged(row: tuple) -> _Usable | None:
+    usable = _usable(row)
+    if usable is not None and len(row[0]) + len(row[3]) <= _CACHED_LENGTH:  # marks are short when usable
+        if len(_USABLE) >= 65_536:
+            _USABLE.clear()
+        _USABLE[row] = usable
+    return usable
 
 
 def _well_formed_sheet(rows: list[tuple]) -> tuple[AnswerSheet, int] | None:
-    """The usual case, every answer well-formed, with whole-list operations (two million answers
-    in a large document); None sends the result through _each_answer, which says what is wrong
-    (or, for marks written like "007" or " 1 ", builds the same sheet one answer at a time)."""
-    questions, available_texts, awarded_texts, texts = zip(*rows, strict=True)
-    if None in questions or None in available_texts or None in awarded_texts:
+    """The usual case, every answer usable and written canonically, with whole-list operations (a
+    million answers in a large document); None sends the result through _each_answer, which says
+    what is wrong (or, for marks written like "007" or " 1 ", builds the same sheet one answer at a time)."""
+    entries = list(map(_USABLE.get, rows))
+    if not all(entries):  # rows not judged yet (unusable ones are not kept: they take the slow path)
+        entries = [entry or _judged(row) for row, entry in zip(rows, entries, strict=True)]
+        if not all(entries):
+            return None
+    questions, options, available, awarded, points = zip(*entries, strict=True)
+    names = _distinct(SEPARATOR.join(questions), len(questions))
+    if names is None:
         return None
-    available_joined, awarded_joined = ",".join(available_texts), ",".join(awarded_texts)
-    commas = len(rows) - 1  # a comma inside a mark would otherwise pass as two marks
-    if not (available_joined.count(",") == commas == awarded_joined.count(",")
-            and _CANONICAL_MARKS.fullmatch(available_joined) and _CANONICAL_MARKS.fullmatch(awarded_joined)):
-        return None
-    available, awarded = list(map(int, available_texts)), list(map(int, awarded_texts))
-    if 0 in available or not all(map(operator.le, awarded, available)):
-        return None
-    names = list(map(str.strip, questions))
-    if not all(names) or len(set(names)) != len(names):
-        return None
-    sheet = AnswerSheet(_shared(SEPARATOR.join(names)), SEPARATOR.join(map(str.strip, texts)),
-                        _shared(available_joined), awarded_joined)
-    return sheet, sum(awarded)
+    sheet = AnswerSheet(names, SEPARATOR.join(options), _shared(",".join(available)), ",".join(awarded))
+    return sheet, sum(points)
 
 
 _SHARED: dict[str, str] = {}
@@ -284,6 +352,20 @@ def _shared(value: str) -> str:
             _SHARED.clear()
         found = _SHARED[value] = value
     return found
+
+
+_DISTINCT: dict[str, str | None] = {}
+
+
+def _distinct(questions: str, count: int) -> str | None:
+    """The shared copy of a joined question list whose `count` questions all differ, else None."""
+    try:
+        return _DISTINCT[questions]
+    except KeyError:
+        if len(_DISTINCT) >= 4096:
+            _DISTINCT.clear()
+        found = _DISTINCT[questions] = _shared(questions) if len(set(questions.split(SEPARATOR))) == count else None
+        return found
 
 
 def _each_answer(rows: list[tuple], problems: list[str]) -> list[Answer]:

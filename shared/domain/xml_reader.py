@@ -76,11 +76,12 @@ def _syntax_problem(exc: etree.XMLSyntaxError) -> Problem:
     return Problem("not-well-formed", f"document is not well-formed XML at {where}: {detail}")
 
 
-def read_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
+def read_results(source: bytes | BinaryIO, *, position: int = 0) -> Iterator[RawResult]:
     """Yield each result of the document in order; raise DocumentRejected for a fatal problem.
 
     Errors from reading `source` itself (e.g. a corrupt gzip stream) propagate unchanged: they are a
-    storage fault, not a property of the document.
+    storage fault, not a property of the document. `position` is the number of results before the
+    first one in `source` (plain_reader hands over the rest of a document this way).
     """
     stream = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
     stream = _check_root_first(stream)
@@ -90,10 +91,9 @@ def read_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
         stream,
         events=("start", "end"),
         tag=(f"{{*}}{ROOT_TAG}", f"{{*}}{RESULT_TAG}"),
-        **_PARSER_OPTIONS,
+        **PARSER_OPTIONS,
     )
     root: etree._Element | None = None
-    position = 0
     try:
         for event, elem in events:
             if root is None:
@@ -103,18 +103,13 @@ def read_results(source: bytes | BinaryIO) -> Iterator[RawResult]:
             if event == "start":
                 position += 1
                 continue
-            current = RawResult(position, scanned_on=elem.get("scanned-on"))
-            for child in elem.iterchildren(*_FIELD_TAGS):  # unknown children skipped in C
-                _read_field(current, child)
-            current.answers = [(a.get("question"), a.get("marks-available"), a.get("marks-awarded"), a.text or "")
-                               for a in elem.iterchildren(_ANSWER)]
-            yield current
+            yield read_result(elem, position)
             _discard(elem)
     except etree.XMLSyntaxError as exc:
         raise DocumentRejected(_syntax_problem(exc)) from None
 
 
-_PARSER_OPTIONS = {"resolve_entities": False, "no_network": True, "load_dtd": False, "dtd_validation": False,
+PARSER_OPTIONS = {"resolve_entities": False, "no_network": True, "load_dtd": False, "dtd_validation": False,
                    "huge_tree": False,  # keep libxml2's depth/size limits: our documents need none of huge_tree's room
                    "remove_comments": True, "remove_pis": True}
 _SNIFF_CHUNK = 16 * 1024
@@ -143,7 +138,7 @@ def _check_root_first(stream: BinaryIO) -> BinaryIO:
     The main parse only surfaces results, so a document of another kind would otherwise be read
     to its end before being refused; this reads just up to its first start tag.
     """
-    sniffer = etree.XMLPullParser(events=("start",), **_PARSER_OPTIONS)
+    sniffer = etree.XMLPullParser(events=("start",), **PARSER_OPTIONS)
     seen = bytearray()
     while True:
         chunk = stream.read(_SNIFF_CHUNK)
@@ -181,6 +176,16 @@ def _check_root(root: etree._Element) -> None:
                 f"root element is <{_local(root.tag) or root.tag}>, expected <{ROOT_TAG}>",
             )
         )
+
+
+def read_result(elem: etree._Element, position: int) -> RawResult:
+    """The RawResult of one parsed <mcq-test-result> element."""
+    current = RawResult(position, scanned_on=elem.get("scanned-on"))
+    for child in elem.iterchildren(*_FIELD_TAGS):  # unknown children skipped in C
+        _read_field(current, child)
+    current.answers = [(a.get("question"), a.get("marks-available"), a.get("marks-awarded"), a.text or "")
+                       for a in elem.iterchildren(_ANSWER)]
+    return current
 
 
 def _read_field(raw: RawResult, elem: etree._Element) -> None:

@@ -280,6 +280,8 @@ SHORTCUT_CASES = [
     {"studentNumber": "1", "testId": "t", "available": 10, "obtained": 5, "unknown": object},
     {"studentNumber": 1, "testId": "t", "available": 10, "obtained": 5},
     {"studentNumber": "1", "testId": "t", "available": 10, "obtained": 5, "lastName": 3},
+    {"studentNumber": "ëé\u200b", "testId": "t" * 5000, "available": 10, "obtained": 5, "lastName": ""},
+    {"studentNumber": "1", "testId": "t", "available": 10, "obtained": 5, "firstName": "", "scannedOn": ""},
 ]
 
 
@@ -288,3 +290,26 @@ def test_per_property_shortcut_agrees_with_the_whole_schema(item):
     from shared.domain.validation import _is_valid, item_validator
 
     assert _is_valid(item) == item_validator().is_valid(item)
+
+
+# check() reports in full only an item that may have an error; every other item must have none.
+CHECK_CASES = [
+    {"student_number": "12\u200b3"},  # zero-width space: invisible
+    {"student_number": "12\u00a03"},  # no-break space: not printable, yet a visible identifier
+    {"test_id": "t\x7f"},
+    {"test_id": "\u202eabc"},
+    {"available": 5, "obtained": 6},
+    {"available": 5, "obtained": 5},
+    {"available": 0, "obtained": 1},
+    {"student_number": "Zoë 李"},
+]
+
+
+@pytest.mark.parametrize("spec", CHECK_CASES)
+def test_the_error_report_is_skipped_only_when_it_would_be_empty(spec: dict) -> None:
+    from shared.domain.validation import _errors, _is_valid, check, normalize
+    from shared.domain.xml_reader import read_results
+
+    (raw,) = read_results(make_document([spec]))
+    item = normalize(raw)
+    assert check(raw, item)[0] == _errors(raw, item, _is_valid(item))
