@@ -112,6 +112,11 @@ def main() -> None:
         big = b"".join(make_large_document(args.results, seed=1))
         run(host.base_url, host.pid, f"{args.results}-result document", big)
         print(f"host peak RSS over the run: {peak_rss_mib(host.pid):.0f} MiB")
+        # Where the large document's time went, as the validator logged it (the last two runs).
+        steps = [line.split("stages: ", 1)[1] for line in host.log().splitlines()
+                 if "shared.pipeline.stages: " in line and " in " in line and " s" in line]
+        for line in steps[-6:]:
+            print(f"  host log: {line[:160]}")
     finally:
         host.terminate()
         azurite.stop()
