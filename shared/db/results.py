@@ -473,7 +473,10 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
                                (test_id,)).fetchone()
         if covered and covered[0] >= at_least_version:
             return False
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('statistics/' || %s))", (test_id,))
+        # Also: this transaction's prepared statements use one plan made once per connection
+        # (planning the refresh cost as much as running it; every lookup in it is by test id).
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('statistics/' || %s)),"
+                     " set_config('plan_cache_mode', 'force_generic_plan', true)", (test_id,))
         # A statement after the lock, so it sees what the refresh before us committed.
         covered, version = conn.execute(
             "SELECT (SELECT computed_version FROM test_statistics WHERE test_id = %(t)s),"
@@ -485,7 +488,7 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
         # The computation's snapshot is taken after that read (read committed: one per statement), so
         # it covers at least `version`; a marking committed in between is counted but not claimed,
         # which only costs a later refresh, never a stale answer.
-        conn.execute(_COMPUTE, {"test_id": test_id, "version": version})
+        conn.execute(_COMPUTE, {"test_id": test_id, "version": version}, prepare=True)
     return True
 
 
