@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import json
 import socket
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -34,6 +33,7 @@ from shared.vault.rest_writer import (
     entity_properties,
 )
 from shared.vault.transport import ConnectionPool
+from tests.http_stub import StubHttpServer
 
 HEAD = {
     "PartitionKey": "school-a", "RowKey": "01HZY3J6V9K2T8Q4W5E7R1N0MB", "ContentType": "text/xml+markr",
@@ -213,41 +213,6 @@ def test_an_answer_that_is_not_a_batch_answer_is_an_error() -> None:
 
 # --- requests against a local server ------------------------------------------------------------------
 
-class ScriptedServer:
-    """Answers request n with answers[n] (the last one again when it runs out); records requests."""
-
-    def __init__(self, answers: list[bytes]) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.answers = answers
-        self.requests: list[tuple[bytes, bytes]] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as reader:
-            while True:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
-                    if not line:
-                        return
-                    head += line
-                length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
-                self.requests.append((head, reader.read(length)))
-                conn.sendall(self.answers[min(len(self.requests), len(self.answers)) - 1])
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def answer(status: str, body: bytes = b"", headers: str = "") -> bytes:
     return f"HTTP/1.1 {status}\r\n{headers}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
@@ -256,7 +221,7 @@ def error_body(code: str) -> bytes:
     return json.dumps({"odata.error": {"code": code, "message": {"lang": "en-US", "value": f"{code} happened"}}}).encode()
 
 
-def writer_for(server: ScriptedServer, sleeps: list[float]) -> TablesRestWriter:
+def writer_for(server: StubHttpServer, sleeps: list[float]) -> TablesRestWriter:
     return TablesRestWriter(f"http://127.0.0.1:{server.port}/devstoreaccount1", "vault",
                             SharedKey(AZURITE_ACCOUNT, AZURITE_KEY), ConnectionPool(connection_timeout=2, read_timeout=2),
                             sleep=sleeps.append)
@@ -264,10 +229,10 @@ def writer_for(server: ScriptedServer, sleeps: list[float]) -> TablesRestWriter:
 
 @pytest.fixture
 def serve():
-    servers: list[ScriptedServer] = []
+    servers: list[StubHttpServer] = []
 
-    def start(*answers: bytes) -> ScriptedServer:
-        servers.append(ScriptedServer(list(answers)))
+    def start(*answers: bytes) -> StubHttpServer:
+        servers.append(StubHttpServer(list(answers)))
         return servers[-1]
 
     yield start

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import io
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -13,53 +12,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.transport import HttpRequest
 
 from shared.vault.transport import Answer, ConnectionPool, HttpClientTransport, read_answer
-
-
-class TinyServer:
-    """Answers each request with 200 and the request body; `close_after` answers per connection,
-    after which it closes the connection without saying so (as an idle timeout does)."""
-
-    def __init__(self, close_after: int | None = None, answer: bytes | None = None) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.close_after = close_after
-        self.answer = answer
-        self.connections = 0
-        self.requests: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as reader:
-            served = 0
-            while self.close_after is None or served < self.close_after:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = reader.readline()
-                    if not line:
-                        return
-                    head += line
-                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
-                               if h.lower().startswith(b"content-length")), 0)
-                body = reader.read(length)
-                self.requests.append(head.split(b"\r\n")[0] + b" " + body)
-                if self.answer is not None:
-                    conn.sendall(self.answer)
-                    return
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(body), body))
-                served += 1
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.http_stub import StubHttpServer
 
 
 @pytest.fixture
@@ -75,23 +28,24 @@ def post(transport: HttpClientTransport, port: int, body: str):
 
 
 def test_requests_share_one_kept_alive_connection(transport):
-    server = TinyServer()
+    server = StubHttpServer()
     try:
         answers = [post(transport, server.port, f"entity {i}") for i in range(3)]
         assert [(a.status_code, a.body()) for a in answers] == [(200, f"entity {i}".encode()) for i in range(3)]
         assert answers[0].headers["content-type"] == "text/plain"
-        assert server.requests[0] == b"POST /devstoreaccount1/vault?x=1 HTTP/1.1 entity 0"
+        assert server.request_line(0) == b"POST /devstoreaccount1/vault?x=1 HTTP/1.1"
+        assert server.requests[0][1] == b"entity 0"
         assert server.connections == 1
     finally:
         server.close()
 
 
 def test_a_connection_closed_while_idle_is_replaced_and_the_request_sent_once(transport):
-    server = TinyServer(close_after=1)
+    server = StubHttpServer(close_after=1)
     try:
         assert post(transport, server.port, "first").body() == b"first"
         assert post(transport, server.port, "second").body() == b"second"  # the pooled one was dead
-        assert [r.split(b" ")[-1] for r in server.requests] == [b"first", b"second"]
+        assert [body for _, body in server.requests] == [b"first", b"second"]
         assert server.connections == 2
     finally:
         server.close()
@@ -105,7 +59,7 @@ def test_no_listener_is_a_request_error(transport):
 
 
 def test_a_garbled_answer_is_a_response_error(transport):
-    server = TinyServer(answer=b"NONSENSE\r\n\r\n")
+    server = StubHttpServer([b"NONSENSE\r\n\r\n"], hang_up=True)
     try:
         with pytest.raises(ServiceResponseError):
             post(transport, server.port, "x")
@@ -123,13 +77,14 @@ def raw_post(pool: ConnectionPool, port: int, body: bytes) -> Answer:
 
 def test_bytes_requests_share_the_kept_alive_connection_and_survive_an_idle_close():
     pool = ConnectionPool(connection_timeout=2, read_timeout=2)
-    server = TinyServer(close_after=2)
+    server = StubHttpServer(close_after=2)
     try:
         answers = [raw_post(pool, server.port, b"entity %d" % i) for i in range(3)]
         assert [(a.status, a.reason, a.body, a.close) for a in answers] == [
             (200, "OK", b"entity %d" % i, False) for i in range(3)]
         assert answers[0].headers["content-type"] == "text/plain"
-        assert server.requests[0] == b"POST /devstoreaccount1/vault HTTP/1.1 entity 0"
+        assert server.request_line(0) == b"POST /devstoreaccount1/vault HTTP/1.1"
+        assert server.requests[0][1] == b"entity 0"
         assert server.connections == 2  # the third request found the first connection closed
         assert len(server.requests) == 3  # and was sent once more, not twice
     finally:
@@ -167,7 +122,7 @@ def test_broken_answers_are_http_errors(raw: bytes):
 
 def test_a_garbled_answer_to_a_bytes_request_is_a_response_error():
     pool = ConnectionPool(connection_timeout=2, read_timeout=2)
-    server = TinyServer(answer=b"NONSENSE\r\n\r\n")
+    server = StubHttpServer([b"NONSENSE\r\n\r\n"], hang_up=True)
     try:
         with pytest.raises(ServiceResponseError):
             raw_post(pool, server.port, b"x")
