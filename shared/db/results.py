@@ -6,7 +6,7 @@ lives here, in _UPSERT_RESULTS; shared/domain/scoring_policy.py states it in Pyt
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psycopg
@@ -44,33 +44,37 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
     conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sids,))
     conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sids,))
     documents = [(sid, results) for sid, results in documents if sid not in retracted]
-    count = 0
-    with conn.cursor().copy(
-        "COPY validated_results (submission_id, result, test_id, student_number, available, obtained, awarded_total)"
-        " FROM STDIN"
-    ) as copy:
+    _copy(conn, "COPY validated_results (submission_id, result, test_id, student_number, available, obtained,"
+                " awarded_total) FROM STDIN", documents, _validated_line)
+    if any(r.answer_sheet for _, results in documents for r in results):
+        _copy(conn, "COPY answers (submission_id, result, test_id, student_number, questions, options, available,"
+                    " awarded) FROM STDIN", documents, _answers_line)
+    return sum(len(results) for _, results in documents)
+
+
+def _validated_line(s: str, r: TestResult) -> str:
+    awarded = _NULL if r.answer_sheet is None else r.answer_sheet.awarded_total
+    return (f"{s}\t{r.result}\t{_copy_text(r.test_id)}\t{_copy_text(r.student_number)}\t{r.available}"
+            f"\t{r.obtained}\t{awarded}\n")
+
+
+def _answers_line(s: str, r: TestResult) -> str:
+    sheet = r.answer_sheet
+    if sheet is None:
+        return ""
+    return (f"{s}\t{r.result}\t{_copy_text(r.test_id)}\t{_copy_text(r.student_number)}"
+            f"\t{{\"{_copy_array(sheet.questions)}\"}}\t{{\"{_copy_array(sheet.options)}\"}}"
+            f"\t{{{sheet.available}}}\t{{{sheet.awarded}}}\n")
+
+
+def _copy(conn: psycopg.Connection, statement: str, documents: list[tuple[str, list[TestResult]]],
+          line: Callable[[str, TestResult], str]) -> None:
+    """One COPY of every document's rows, as text lines a chunk at a time (`s`: the escaped submission id)."""
+    with conn.cursor().copy(statement) as copy:
         for sid, results in documents:
             s = _copy_text(sid)
             for chunk in _chunks(results):
-                copy.write("".join([
-                    f"{s}\t{r.result}\t{_copy_text(r.test_id)}\t{_copy_text(r.student_number)}\t{r.available}"
-                    f"\t{r.obtained}\t{_NULL if r.answer_sheet is None else r.answer_sheet.awarded_total}\n"
-                    for r in chunk]))
-                count += len(chunk)
-    if any(r.answer_sheet for _, results in documents for r in results):
-        with conn.cursor().copy(
-            "COPY answers (submission_id, result, test_id, student_number, questions, options, available, awarded)"
-            " FROM STDIN"
-        ) as copy:
-            for sid, results in documents:
-                s = _copy_text(sid)
-                for chunk in _chunks(results):
-                    copy.write("".join([
-                        f"{s}\t{r.result}\t{_copy_text(r.test_id)}\t{_copy_text(r.student_number)}"
-                        f"\t{{\"{_copy_array(sheet.questions)}\"}}\t{{\"{_copy_array(sheet.options)}\"}}"
-                        f"\t{{{sheet.available}}}\t{{{sheet.awarded}}}\n"
-                        for r in chunk if (sheet := r.answer_sheet) is not None]))
-    return count
+                copy.write("".join([line(s, r) for r in chunk]))
 
 
 # The COPY rows are written as text lines (COPY's text format), a chunk at a time: psycopg's
