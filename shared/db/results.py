@@ -39,10 +39,11 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
     sids = [sid for sid, _ in documents]
     # A retracted submission never contributes again (a replay or message still in flight): its
     # rows are removed and not staged anew.
-    retracted = {r for (r,) in conn.execute(
-        "SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))}
-    conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sids,))
-    conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sids,))
+    with conn.pipeline():  # one round trip for the three
+        retracting = conn.execute("SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))
+        conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sids,))
+        conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sids,))
+    retracted = {r for (r,) in retracting.fetchall()}
     documents = [(sid, results) for sid, results in documents if sid not in retracted]
     _copy(conn, "COPY validated_results (submission_id, result, test_id, student_number, available, obtained,"
                 " awarded_total) FROM STDIN", documents, _validated_line)
@@ -312,14 +313,18 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
     run applied before), or None when the submission has nothing staged.
     """
     params = {"sids": [sid for sid, _ in runs], "runs": [run for _, run in runs]}
-    conn.execute(_LOCK_RUNS, params)
-    answer: dict[tuple[str, str], Marking | None] = {
-        (sid, run): Marking(dict(versions), count, newly_applied=False)
-        for sid, run, versions, count in conn.execute(_APPLIED_BEFORE, params)
-    }
+    # Statements whose answers the next one does not need go out together (pipeline mode): three
+    # round trips for a marking instead of nine.
+    with conn.pipeline():
+        conn.execute(_LOCK_RUNS, params)
+        applied_before = conn.execute(_APPLIED_BEFORE, params)
+        staged_rows = conn.execute(_STAGED_COUNTS, {"sids": sorted(set(params["sids"]))})
+        answer: dict[tuple[str, str], Marking | None] = {
+            (sid, run): Marking(dict(versions), count, newly_applied=False)
+            for sid, run, versions, count in applied_before.fetchall()
+        }
+        staged = {sid: (tests, n) for sid, tests, n in staged_rows.fetchall()}
     todo = sorted({key for key in runs if key not in answer})
-    staged = {sid: (tests, n) for sid, tests, n in
-              conn.execute(_STAGED_COUNTS, {"sids": sorted({sid for sid, _ in todo})})}
     for key in todo:
         if key[0] not in staged:
             answer[key] = None
@@ -327,16 +332,18 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
     if not todo:
         return answer
     sids = sorted({sid for sid, _ in todo})
-    # A big batch's plan costs enough to trigger JIT compilation, which takes longer than the
-    # statements themselves (seconds); they are plain set operations that need none of it.
-    conn.execute("SET LOCAL jit = off")
-    # The version bump first: it locks the batch's tests rows (in test order) until commit, so
-    # markings of one test run one at a time and each sees the counted scans the last one left.
-    versions = {test_id: version for test_id, version in conn.execute(_BUMP_VERSIONS, {"sids": sids})}
-    # The bump waited for any retraction in progress (it locks `tests` first): rows a validation
-    # staged while that retraction ran escaped its delete, so they are dropped here, unmarked.
-    retracted = {sid for (sid,) in conn.execute(
-        "SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))}
+    with conn.pipeline():
+        # A big batch's plan costs enough to trigger JIT compilation, which takes longer than the
+        # statements themselves (seconds); they are plain set operations that need none of it.
+        conn.execute("SET LOCAL jit = off")
+        # The version bump first: it locks the batch's tests rows (in test order) until commit, so
+        # markings of one test run one at a time and each sees the counted scans the last one left.
+        bumped = conn.execute(_BUMP_VERSIONS, {"sids": sids})
+        # The bump waited for any retraction in progress (it locks `tests` first): rows a validation
+        # staged while that retraction ran escaped its delete, so they are dropped here, unmarked.
+        retracting = conn.execute("SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))
+        versions = {test_id: version for test_id, version in bumped.fetchall()}
+        retracted = {sid for (sid,) in retracting.fetchall()}
     if retracted:
         conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sorted(retracted),))
         conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sorted(retracted),))
@@ -346,16 +353,17 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
         sids = sorted({sid for sid, _ in todo})
         if not todo:
             return answer
-    conn.execute(_MERGE_RESULTS, {"sids": sids})
-    conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids})
     for key in todo:
         tests, n = staged[key[0]]
         answer[key] = Marking({t: versions[t] for t in tests}, n, newly_applied=True)
-    conn.execute(_RECORD_APPLIED, {
-        "sids": [sid for sid, _ in todo], "runs": [run for _, run in todo],
-        "versions": [Jsonb(answer[k].test_versions) for k in todo],  # type: ignore[union-attr]
-        "counts": [answer[k].result_count for k in todo],  # type: ignore[union-attr]
-    })
+    with conn.pipeline():
+        conn.execute(_MERGE_RESULTS, {"sids": sids})
+        conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids})
+        conn.execute(_RECORD_APPLIED, {
+            "sids": [sid for sid, _ in todo], "runs": [run for _, run in todo],
+            "versions": [Jsonb(answer[k].test_versions) for k in todo],  # type: ignore[union-attr]
+            "counts": [answer[k].result_count for k in todo],  # type: ignore[union-attr]
+        })
     return answer
 
 
