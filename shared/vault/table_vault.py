@@ -319,12 +319,7 @@ class TableVault:
                     raise self._no_head(source, submission_id) from None
                 present = remove & set(head)
                 if present:  # removing needs a full replace, guarded by the etag we read
-                    entity = {k: v for k, v in head.items() if k not in present}
-                    entity.update(merge)
-                    try:
-                        self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=head.metadata["etag"],
-                                                 match_condition=MatchConditions.IfNotModified)
-                    except ResourceModifiedError:
+                    if not self._replace_unchanged(head, merge, present):
                         continue  # someone else changed the head meanwhile: read again
                     return
             if not merge:
@@ -364,13 +359,20 @@ class TableVault:
         if int(head.get("FormatVersion", 0)) != record.format_version or head.get("KeyId") != (
                 record.envelope.key_id if record.envelope else None):
             raise VaultError(f"submission {record.source}/{record.submission_id} changed meanwhile; run again")
+        if not self._replace_unchanged(head, changes, drop):
+            raise VaultError(f"submission {record.source}/{record.submission_id} changed meanwhile; run again")
+
+    def _replace_unchanged(self, head: Mapping, changes: Mapping[str, object], drop: set[str]) -> bool:
+        """Replace the head read as `head` with `changes` applied and `drop` removed, only if it did not
+        change since (its etag); False if it did."""
         entity = {k: v for k, v in head.items() if k not in drop}
         entity.update(changes)
         try:
             self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=head.metadata["etag"],
                                      match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError:
-            raise VaultError(f"submission {record.source}/{record.submission_id} changed meanwhile; run again") from None
+            return False
+        return True
 
     def seal_entry(self, record: VaultRecord) -> bool:
         """Encrypt a plain (FormatVersion 1) entry in place; returns False if it was sealed already.
