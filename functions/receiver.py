@@ -24,4 +24,4 @@ def receiver(req: func.HttpRequest, caller: Principal) -> func.HttpResponse:
     return serve(lambda: import_document(
         request, vault=s.vault, bus=s.bus, source=caller.vendor,
         max_body_bytes=s.settings.max_body_bytes, wait_seconds=s.settings.import_wait_seconds,
-        wait_for_settled=s.status_waiter.wait_for_settled))
+        wait_for_settled=s.status_waiter.wait_for_settled, validate_now=s.validate_now))

@@ -138,6 +138,16 @@ class Services:
         return StatusWaiter(lambda: self.connect(autocommit=True), self.store.status)
 
     @cached_property
+    def validate_now(self) -> Any:
+        """Waiting imports validated in the receiver's process, or None (MARKR_VALIDATE_IN_RECEIVER=false).
+        Their safety-net messages fall due a minute after the longest wait."""
+        if not self.settings.validate_in_receiver:
+            return None
+        from shared.pipeline.validate_now import ValidateNow
+
+        return ValidateNow(bus=self.bus, store=self.store, safety_seconds=self.settings.import_wait_seconds + 60)
+
+    @cached_property
     def vendors(self) -> Any:
         from shared.db.vendors import PostgresVendors
 
@@ -161,7 +171,7 @@ class Services:
                 pool.close()
 
 
-_BUILDABLE = ("credential", "pool", "store", "bus", "bus_admin", "vault", "kek", "status_waiter",
+_BUILDABLE = ("credential", "pool", "store", "bus", "bus_admin", "vault", "kek", "status_waiter", "validate_now",
               "vendors", "authenticator")
 _current: Services | None = None
 _current_lock = threading.Lock()

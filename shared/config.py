@@ -35,6 +35,9 @@ class Settings:
     # Receiver.
     max_body_bytes: int
     import_wait_seconds: float
+    # Validate a waiting import in the receiver's process (shared/pipeline/validate_now.py) instead
+    # of through the validation queue; false: every import goes through the queue.
+    validate_in_receiver: bool = True
     # Apply pending schema migrations when the process first uses the database (Azure).
     migrate_on_start: bool = False
     # Connections per process in the PostgreSQL pool (docs/deploy.md has the connection budget).
@@ -67,6 +70,7 @@ def settings() -> Settings:
         vault_table=os.environ.get("MARKR_VAULT_TABLE", "vault"),
         max_body_bytes=_int("MARKR_MAX_BODY_BYTES", 100 * 1024 * 1024),
         import_wait_seconds=_float("MARKR_IMPORT_WAIT_SECONDS", 30.0),
+        validate_in_receiver=os.environ.get("MARKR_VALIDATE_IN_RECEIVER", "true").strip().lower() != "false",
         db_pool_max=_int("MARKR_DB_POOL_MAX", 10),
         retry_backoff_max_seconds=_float("MARKR_RETRY_BACKOFF_MAX_SECONDS", 30.0),
         vault_key_url=os.environ.get("MARKR_VAULT_KEY_URL", "").strip(),

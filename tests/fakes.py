@@ -90,6 +90,7 @@ class FakeBus:
         self._seen: set[tuple[str, str]] = set()
         self.settles = True  # False: dead_letter raises DeadLetterUnsupported, as on Azure
         self.dead_lettered: list[tuple[str, str, str, str | None]] = []
+        self.cancelled: list[str] = []
 
     def send(self, queue: str, message: OutgoingMessage) -> None:
         self.send_many(queue, [message])
@@ -101,6 +102,19 @@ class FakeBus:
             if (queue, m.message_id) not in self._seen:  # duplicate detection
                 self._seen.add((queue, m.message_id))
                 self.sent.append((queue, m))
+
+    def schedule(self, queue: str, messages: list[OutgoingMessage], at) -> list[str]:
+        from dataclasses import replace
+
+        self.send_many(queue, [replace(m, scheduled_enqueue_time_utc=at) for m in messages])
+        return [m.message_id for m in messages]
+
+    def cancel_scheduled(self, queue: str, tokens: list[str]) -> int:
+        before = len(self.sent)
+        self.sent = [(q, m) for q, m in self.sent
+                     if not (q == queue and m.message_id in tokens and m.scheduled_enqueue_time_utc is not None)]
+        self.cancelled.extend(tokens)
+        return before - len(self.sent)
 
     def dead_letter_held(self, queue: str, lock_token: str, reason: str, description: str | None = None) -> None:
         if not self.settles:
@@ -202,6 +216,10 @@ class FakeStore:
     def status(self, submission_id: str) -> SubmissionStatus | None:
         self._check([])
         return self.states.get(submission_id)
+
+    def statuses(self, submission_ids) -> dict[str, SubmissionStatus]:
+        self._check([])
+        return {i: self.states[i] for i in submission_ids if i in self.states}
 
     def statistics(self, test_id: str) -> Statistics | None:
         self._check([])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import datetime
 from typing import Any
 
 from azure.servicebus import (
@@ -144,6 +145,43 @@ class AzureServiceBus:
                 f"sending {len(messages)} message(s) to queue {queue!r} failed (ids: {ids}): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+
+    def schedule(self, queue: str, messages: list[OutgoingMessage], at: datetime) -> list[str]:
+        if not messages:
+            return []
+        if at.tzinfo is None:
+            raise ValueError("the scheduled time must be timezone-aware")
+        converted = [to_service_bus_message(m) for m in messages]
+        sender, lock = self._sender(queue)
+        try:
+            with lock:
+                numbers = sender.schedule_messages(converted, at)
+        except Exception as exc:
+            raise AzureServiceBusError(f"scheduling {len(messages)} message(s) on queue {queue!r} failed: "
+                                       f"{type(exc).__name__}: {exc}") from exc
+        return [str(n) for n in numbers]
+
+    def cancel_scheduled(self, queue: str, tokens: list[str]) -> int:
+        """By sequence number. A number already delivered (or cancelled) makes Service Bus refuse the
+        whole call, so a refused group is retried one number at a time, skipping the refused ones."""
+        if not tokens:
+            return 0
+        sender, lock = self._sender(queue)
+        with lock:
+            try:
+                sender.cancel_scheduled_messages([int(t) for t in tokens])
+                return len(tokens)
+            except Exception:  # noqa: BLE001 - find the numbers that can still be cancelled
+                if len(tokens) == 1:
+                    return 0
+            cancelled = 0
+            for token in tokens:
+                try:
+                    sender.cancel_scheduled_messages(int(token))
+                    cancelled += 1
+                except Exception:  # noqa: BLE001 - delivered or gone: nothing to withdraw
+                    continue
+            return cancelled
 
     @staticmethod
     def _send_batched(sender: ServiceBusSender, messages: list[ServiceBusMessage]) -> None:

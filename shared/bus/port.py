@@ -56,6 +56,14 @@ class Bus(Protocol):
     def send_many(self, queue: str, messages: list[OutgoingMessage]) -> None:
         """Send several messages to one queue."""
 
+    def schedule(self, queue: str, messages: list[OutgoingMessage], at: datetime) -> list[str]:
+        """Send `messages` to become receivable at `at` (timezone-aware); answers one token per
+        message for cancel_scheduled. Raises on failure, like send_many."""
+
+    def cancel_scheduled(self, queue: str, tokens: list[str]) -> int:
+        """Withdraw scheduled messages not yet delivered (those already delivered or gone are left
+        as they are); answers how many were withdrawn where the bus says, else len(tokens)."""
+
     def dead_letter_held(self, queue: str, lock_token: str, reason: str, description: str | None = None) -> None:
         """Dead-letter, at once, a message a trigger holds (by its lock token). DeadLetterUnsupported
         where the bus cannot (Azure Service Bus)."""

@@ -72,6 +72,10 @@ class PostgresStore:
         with autocommit(self.pool) as conn:
             return submissions.get(conn, submission_id)
 
+    def statuses(self, submission_ids: Sequence[str]) -> dict[str, SubmissionStatus]:
+        with autocommit(self.pool) as conn:
+            return submissions.get_many(conn, submission_ids)
+
     def statistics(self, test_id: str) -> Statistics | None:
         with autocommit(self.pool) as conn:
             return results.get_statistics(conn, test_id)

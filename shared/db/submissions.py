@@ -93,3 +93,9 @@ def get(conn: psycopg.Connection, submission_id: str) -> SubmissionStatus | None
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute("SELECT * FROM submissions WHERE submission_id = %s", (submission_id,)).fetchone()
     return _from_row(row) if row else None
+
+
+def get_many(conn: psycopg.Connection, submission_ids: Sequence[str]) -> dict[str, SubmissionStatus]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute("SELECT * FROM submissions WHERE submission_id = ANY(%s)", (list(submission_ids),)).fetchall()
+    return {row["submission_id"]: _from_row(row) for row in rows}

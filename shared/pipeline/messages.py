@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any
@@ -139,14 +139,17 @@ def _message(queue: str, ref: SubmissionRef, stage: str, payload: dict[str, Any]
 
 
 def validation(ref: SubmissionRef, inline: InlineBody | None = None,
-               received_at: datetime | None = None) -> OutgoingMessage:
+               received_at: datetime | None = None, *, deferred: bool = False) -> OutgoingMessage:
     """`inline`: a small body's stored bytes, so the validator need not read them back from the vault
     (the vault still holds them first; large bodies are always read from the vault).
-    `received_at`: when the receiver vaulted it, recorded on the status with the verdict."""
+    `received_at`: when the receiver vaulted it, recorded on the status with the verdict.
+    `deferred`: the safety net scheduled while the receiver validates in place (validate_now.py); it
+    has an id of its own, so the immediate message of a fallback is not taken for its duplicate."""
     payload: dict[str, Any] = {"body": inline.as_json()} if inline is not None else {}
     if received_at is not None:
         payload["receivedAt"] = received_at.isoformat()
-    return _message(queues.VALIDATION, ref, "validation", payload)
+    message = _message(queues.VALIDATION, ref, "validation", payload)
+    return replace(message, message_id=f"{message.message_id}/deferred") if deferred else message
 
 
 def marking(ref: SubmissionRef) -> OutgoingMessage:

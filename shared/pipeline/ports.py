@@ -164,6 +164,9 @@ class PipelineStore(Protocol):
 
     def status(self, submission_id: str) -> SubmissionStatus | None: ...
 
+    def statuses(self, submission_ids: Sequence[str]) -> dict[str, SubmissionStatus]:
+        """The statuses of those of `submission_ids` that have one."""
+
     def statistics(self, test_id: str) -> Statistics | None: ...
 
     def ping(self) -> None: ...

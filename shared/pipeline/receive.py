@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,8 @@ from shared.pipeline import messages
 from shared.pipeline.messages import InlineBody, SubmissionRef
 from shared.pipeline.outcomes import ImportPending, ImportSettled, Problem
 from shared.pipeline.ports import Bus, Vault
+from shared.pipeline.stages import Received
+from shared.pipeline.validate_now import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,11 @@ def check_request(req: ImportRequest, max_body_bytes: int) -> Problem | None:
 
 
 def import_document(req: ImportRequest, *, vault: Vault, bus: Bus, source: str, max_body_bytes: int,
-                    wait_seconds: float, wait_for_settled: Waiter) -> Problem | ImportPending | ImportSettled:
+                    wait_seconds: float, wait_for_settled: Waiter,
+                    validate_now: Callable[[Received], Verdict] | None = None,
+                    ) -> Problem | ImportPending | ImportSettled:
+    """`validate_now` (validate_now.py): validate here when the client waits for the verdict, instead
+    of handing the document to the validator through the queue."""
     refused = check_request(req, max_body_bytes)
     if refused:
         return refused
@@ -63,21 +70,32 @@ def import_document(req: ImportRequest, *, vault: Vault, bus: Bus, source: str, 
     log.info("vaulted %d bytes (sha256 %s)", record.byte_size, record.sha256[:12],
              extra={"submission_id": submission_id})
     inline = InlineBody.of(record)
-    try:
-        bus.send(VALIDATION, messages.validation(ref, inline, received_at))
-    except Exception as exc:
-        # The document is safe in the vault; `markr-ops reprocess` finds it. Tell the client to retry.
-        log.exception("enqueue failed after vaulting", extra={"submission_id": submission_id})
+    waits = not req.respond_async and wait_seconds > 0
+    deadline = time.monotonic() + wait_seconds
+    if waits and validate_now is not None:
         try:
-            vault.record_status(source, submission_id, {"enqueueError": f"{type(exc).__name__}: {exc}"[:1000]})
-        except Exception:  # noqa: BLE001 - best effort; the failure is already logged
-            log.warning("could not record the enqueue error on the vault entity")
-        return Problem("queue-unavailable", "the document was stored but could not be queued; retry later",
-                       {"submissionId": submission_id})
-    if req.respond_async or wait_seconds <= 0:
+            verdict = validate_now(Received(ref, req.body, received_at, inline))
+        except Exception as exc:  # its safety-net message could not be scheduled: nothing was done
+            return _not_queued(vault, ref, exc)
+        state = verdict.status
+        if verdict.error is None and state is not None and state.run_id == submission_id and state.status in FINAL:
+            return ImportSettled(state)
+        if verdict.error is not None:  # the queue path takes over at once; the scheduled message stays too
+            try:
+                bus.send(VALIDATION, messages.validation(ref, inline, received_at))
+            except Exception:  # noqa: BLE001 - the scheduled message validates it later
+                log.warning("enqueue after a failed validation in place failed; the scheduled message remains",
+                            exc_info=True, extra={"submission_id": submission_id})
+                return ImportPending(submission_id)
+    else:
+        try:
+            bus.send(VALIDATION, messages.validation(ref, inline, received_at))
+        except Exception as exc:
+            return _not_queued(vault, ref, exc)
+    if not waits:
         return ImportPending(submission_id)
     try:
-        state = wait_for_settled(submission_id, submission_id, wait_seconds)
+        state = wait_for_settled(submission_id, submission_id, max(0.0, deadline - time.monotonic()))
     except Exception:  # noqa: BLE001 - the document is accepted; the client polls for the verdict
         log.warning("waiting for the verdict failed; answering 202", exc_info=True,
                     extra={"submission_id": submission_id})
@@ -85,3 +103,15 @@ def import_document(req: ImportRequest, *, vault: Vault, bus: Bus, source: str, 
     if state is not None and state.run_id == submission_id and state.status in FINAL:
         return ImportSettled(state)
     return ImportPending(submission_id, state)
+
+
+def _not_queued(vault: Vault, ref: SubmissionRef, exc: Exception) -> Problem:
+    # The document is safe in the vault; `markr-ops reprocess` finds it. Tell the client to retry.
+    log.error("enqueue failed after vaulting (%s: %s)", type(exc).__name__, exc,
+              extra={"submission_id": ref.submission_id})
+    try:
+        vault.record_status(ref.source, ref.submission_id, {"enqueueError": f"{type(exc).__name__}: {exc}"[:1000]})
+    except Exception:  # noqa: BLE001 - best effort; the failure is already logged
+        log.warning("could not record the enqueue error on the vault entity")
+    return Problem("queue-unavailable", "the document was stored but could not be queued; retry later",
+                   {"submissionId": ref.submission_id})

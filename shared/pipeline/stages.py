@@ -21,6 +21,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -111,24 +112,51 @@ def _parse(data: dict[str, Any], ref: SubmissionRef, vault: Vault) -> ParsedDocu
 
 def validate(batch: Sequence[dict[str, Any]], *, vault: Vault, bus: Bus, store: PipelineStore,
              clock: Clock = _now) -> dict[str, int]:
+    """The validation stage: documents named by queue messages (bodies inline or in the vault)."""
+    started = time.perf_counter()
+    parsed = []
+    for data in batch:
+        ref = messages.ref_of(data)
+        received_at = datetime.fromisoformat(data["receivedAt"]) if "receivedAt" in data else None
+        parsed.append((ref, _parse(data, ref, vault), received_at))
+    return _record_verdicts(parsed, started, bus=bus, store=store, clock=clock)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A document the receiver still holds in memory, just vaulted (see validate_now.py)."""
+
+    ref: SubmissionRef
+    body: bytes
+    received_at: datetime
+    inline: InlineBody | None  # what a validation message for it carries
+
+
+def validate_received(documents: Sequence[Received], *, bus: Bus, store: PipelineStore,
+                      clock: Clock = _now) -> dict[str, int]:
+    """Validation of documents the receiver holds: the same verdicts and records, no vault read."""
+    started = time.perf_counter()
+    parsed = [(d.ref, parse_results_document(d.body, max_errors=MAX_REPORTED_PROBLEMS), d.received_at)
+              for d in documents]
+    return _record_verdicts(parsed, started, bus=bus, store=store, clock=clock)
+
+
+def _record_verdicts(parsed: Sequence[tuple[SubmissionRef, ParsedDocument | Failure, datetime | None]],
+                     started: float, *, bus: Bus, store: PipelineStore, clock: Clock) -> dict[str, int]:
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
     failed: list[Event] = []
-    started = time.perf_counter()
-    for data in batch:
-        ref = messages.ref_of(data)
-        parsed = _parse(data, ref, vault)
-        at = clock()
-        if isinstance(parsed, Failure):
-            failed.append(_failed(ref, parsed, at))
+    at = clock()
+    for ref, document, received_at in parsed:
+        if isinstance(document, Failure):
+            failed.append(_failed(ref, document, at))
             continue
-        warnings = tuple(w.to_json() for w in parsed.warnings[:MAX_REPORTED_PROBLEMS])
-        received_at = datetime.fromisoformat(data["receivedAt"]) if "receivedAt" in data else None
-        if parsed.valid:
-            accepted.append(Accepted(ref, parsed.results, tuple(parsed.test_ids), warnings, at, received_at))
+        warnings = tuple(w.to_json() for w in document.warnings[:MAX_REPORTED_PROBLEMS])
+        if document.valid:
+            accepted.append(Accepted(ref, document.results, tuple(document.test_ids), warnings, at, received_at))
         else:
-            rejected.append(Rejected(ref, tuple(e.to_json() for e in parsed.errors), parsed.error_count,
-                                     parsed.result_count, warnings, at, received_at))
+            rejected.append(Rejected(ref, tuple(e.to_json() for e in document.errors), document.error_count,
+                                     document.result_count, warnings, at, received_at))
     parsed_at = time.perf_counter()
     store.record_validation(accepted, rejected)
     if failed:

@@ -45,6 +45,7 @@ class Namespace:
         self.locked: set[int] = set()
         self.peek_at_most = peek_at_most
         self.fail_sends = False
+        self.scheduled: dict[int, tuple] = {}  # sequence number -> (queue, message, time)
 
     def dead_letter(self, queue: str, count: int, body=lambda i: b"{}") -> list[Dead]:
         start = sum(len(q) for q in self.dlq.values())
@@ -104,6 +105,21 @@ class FakeSender:
         for m in batch:
             self.ns.sent.setdefault(self.queue, []).append(m)
             self.ns.log.append(("send", str(m.message_id)))
+
+    def schedule_messages(self, messages, schedule_time_utc):
+        numbers = []
+        for m in messages:
+            number = 1000 + len(self.ns.scheduled)
+            self.ns.scheduled[number] = (self.queue, m, schedule_time_utc)
+            numbers.append(number)
+        return numbers
+
+    def cancel_scheduled_messages(self, sequence_numbers):
+        numbers = sequence_numbers if isinstance(sequence_numbers, list) else [sequence_numbers]
+        if any(n not in self.ns.scheduled for n in numbers):  # the whole call is refused
+            raise ValueError(f"message not found: {numbers}")
+        for n in numbers:
+            del self.ns.scheduled[n]
 
     def close(self) -> None:
         pass
@@ -266,3 +282,21 @@ def test_a_dead_letter_that_fails_its_schema_but_names_a_run_fails_that_run() ->
     reported = []
     report = sweep(adapter(ns), report_failed=lambda ref, failure: reported.append(ref), checkpoints=Memory())
     assert reported == [SubmissionRef(sid, "s", sid)] and len(report.unreadable) == 2
+
+
+def test_scheduled_messages_are_cancelled_by_sequence_number_skipping_those_already_gone() -> None:
+    ns = Namespace()
+    bus = adapter(ns)
+    ref = SubmissionRef("s1", "v", "s1")
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    first = bus.schedule(VALIDATION, [messages.validation(ref, deferred=True)], at)
+    others = bus.schedule(VALIDATION, [messages.validation(SubmissionRef(f"s{i}", "v", f"s{i}"), deferred=True)
+                                       for i in (2, 3)], at)
+    assert [ns.scheduled[int(t)][2] for t in first + others] == [at, at, at]
+    assert ns.scheduled[int(first[0])][1].message_id == "s1/s1/validation/deferred"
+    del ns.scheduled[int(others[0])]  # delivered meanwhile: Service Bus refuses a call naming it
+    assert bus.cancel_scheduled(VALIDATION, first + others) == 2
+    assert ns.scheduled == {}
+    assert bus.cancel_scheduled(VALIDATION, first) == 0  # gone: nothing to do, no error
+    with pytest.raises(ValueError):
+        bus.schedule(VALIDATION, [messages.validation(ref)], datetime(2030, 1, 1))  # naive time

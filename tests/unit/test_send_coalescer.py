@@ -47,9 +47,8 @@ def start_senders(coalescer: SendCoalescer, ids: list[str], errors: dict) -> lis
 
 def wait_queued(coalescer: SendCoalescer, n: int) -> None:
     for _ in range(1000):
-        with coalescer._lock:
-            if len(coalescer._pending.get("q", [])) >= n:
-                return
+        if coalescer.waiting("q") >= n:
+            return
         threading.Event().wait(0.005)
     raise AssertionError(f"{n} senders never queued")
 
@@ -74,7 +73,7 @@ def test_senders_arriving_during_a_send_share_the_next_statement():
         t.join(10)
     assert send.calls[0] == ("q", ["a"])
     assert [sorted(ids) for _, ids in send.calls[1:]] == [["b", "c", "d", "e"]]
-    assert errors == {} and coalescer._pending == {} and coalescer._busy == set()
+    assert errors == {} and coalescer.idle
 
 
 def test_a_refused_message_fails_only_its_own_sender():
@@ -102,4 +101,4 @@ def test_a_lone_failing_send_raises_without_a_second_attempt():
     coalescer = SendCoalescer(broken)
     with pytest.raises(ConnectionError):
         coalescer.send("q", message("a"))
-    assert len(calls) == 1 and coalescer._busy == set()
+    assert len(calls) == 1 and coalescer.idle

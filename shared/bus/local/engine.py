@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import psycopg
@@ -186,6 +186,22 @@ class LocalQueueEngine:
         })
         if dedupe:
             self._purge_seen_ids(queue)
+
+    def schedule(self, queue: str, messages: list[OutgoingMessage], at: datetime) -> list[str]:
+        """Send `messages` to become receivable at `at`; their ids are the tokens to cancel them by."""
+        if at.tzinfo is None:
+            raise ValueError("the scheduled time must be timezone-aware")
+        self.send_many(queue, [replace(m, scheduled_enqueue_time_utc=at) for m in messages])
+        return [m.message_id for m in messages]
+
+    def cancel_scheduled(self, queue: str, tokens: list[str]) -> int:
+        """Withdraw scheduled messages that no consumer has taken yet (the others are left alone);
+        answers how many were withdrawn."""
+        self._queue(queue)
+        if not tokens:
+            return 0
+        row = self._one(sql.CANCEL_SCHEDULED, {"queue": queue, "ids": list(tokens)})
+        return int(row[0]) if row else 0
 
     def _purge_seen_ids(self, queue: str) -> None:
         now = time.monotonic()

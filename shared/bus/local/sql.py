@@ -56,7 +56,8 @@ _FRESH = sql.SQL(""", fresh AS (
     RETURNING message_id
 )""")
 
-# One statement, one transaction, one NOTIFY (only if something was inserted).
+# One statement, one transaction, one NOTIFY (only if something receivable now was inserted: a
+# message scheduled for later is found by consumers' NEXT_VISIBLE when it falls due).
 _SEND = """
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::text[], %(bodies)s::bytea[], %(content_types)s::text[],
@@ -72,9 +73,10 @@ WITH input AS (
            greatest(now(), i.scheduled) + make_interval(secs => i.ttl), coalesce(i.scheduled, now())
     FROM input i {fresh_filter}
     ORDER BY i.ord
-    RETURNING 1
+    RETURNING visible_at <= now() AS due
 )
-SELECT n, (SELECT pg_notify(%(channel)s, '') WHERE n > 0) FROM (SELECT count(*) AS n FROM inserted) c
+SELECT n, (SELECT pg_notify(%(channel)s, '') WHERE due > 0)
+FROM (SELECT count(*) AS n, count(*) FILTER (WHERE due) AS due FROM inserted) c
 """
 
 
@@ -85,6 +87,16 @@ def send(dedupe: bool) -> str:
         fresh_filter=sql.SQL("WHERE i.message_id IN (SELECT message_id FROM fresh)" if dedupe else ""),
     ))
 
+
+# %(queue)s %(ids)s: scheduled messages withdrawn unless a consumer has already taken them.
+CANCEL_SCHEDULED = """
+WITH gone AS (
+    DELETE FROM bus.messages
+    WHERE queue = %(queue)s AND state = 'active' AND message_id = ANY(%(ids)s) AND delivery_count = 0
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
 
 PURGE_SEEN_IDS = "DELETE FROM bus.seen_message_ids WHERE queue = %(queue)s AND expires_at <= now()"
 

@@ -1,0 +1,100 @@
+"""Imports whose client waits for the verdict are validated in the receiver's own process.
+
+The document is in memory and the client is waiting: a hop through the validation queue (send,
+wake-up, receive, vault read, settle, status notification) would only add work and latency. So the
+receiver runs the validation stage's own use case (stages.validate_received) right after vaulting.
+Concurrent imports in one process share one run (shared/coalescing.py): one marking and one
+statistics refresh per test for all of them, as a validator batch would.
+
+Nothing is lost if this process dies mid-way: before any work, each document's validation message is
+scheduled on the validation queue for `safety_seconds` later, and it is cancelled only once the
+verdicts are recorded. If the process dies in between, the message falls due and the validator does
+the work (a validation is idempotent per run, so one that falls due while the work here is still
+finishing repeats it harmlessly). A document whose work fails here (an outage, a deadlock) keeps its
+scheduled message, and the caller hands it to the queue path at once (see receive.py).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from shared.bus.queues import VALIDATION
+from shared.coalescing import Coalescer
+from shared.domain.submission_status import SubmissionStatus
+from shared.pipeline import messages, stages
+from shared.pipeline.ports import Bus, PipelineStore
+from shared.pipeline.stages import Received
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 50
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What validating one document in place came to: its status afterwards, or why it failed."""
+
+    status: SubmissionStatus | None = None
+    error: Exception | None = None
+
+
+class ValidateNow:
+    def __init__(self, *, bus: Bus, store: PipelineStore, safety_seconds: float,
+                 clock: Callable[[], datetime] = _now, max_group: int = MAX_GROUP) -> None:
+        self._bus = bus
+        self._store = store
+        self._safety = timedelta(seconds=safety_seconds)
+        self._clock = clock
+        self._groups: Coalescer[None, Received, Verdict] = Coalescer(self._run, max_group)
+
+    @property
+    def runs(self) -> int:  # for tests and benchmarks
+        return self._groups.groups
+
+    def __call__(self, document: Received) -> Verdict:
+        """Raises only if the safety-net message could not be scheduled (nothing was done then)."""
+        return self._groups.submit(None, document)
+
+    def _run(self, _key: None, documents: Sequence[Received]) -> list[Verdict]:
+        deferred = [messages.validation(d.ref, d.inline, d.received_at, deferred=True) for d in documents]
+        tokens = self._bus.schedule(VALIDATION, deferred, self._clock() + self._safety)
+        errors = self._validate(documents)
+        done = [t for d, t in zip(documents, tokens, strict=True) if d.ref.submission_id not in errors]
+        if done:
+            try:
+                self._bus.cancel_scheduled(VALIDATION, done)
+            except Exception as exc:  # noqa: BLE001 - the messages fall due later and find the work done
+                log.warning("could not cancel %d scheduled validation message(s) (%s: %s)", len(done),
+                            type(exc).__name__, exc)
+        try:
+            statuses = self._store.statuses([d.ref.submission_id for d in documents if d.ref.submission_id
+                                             not in errors]) if done else {}
+        except Exception as exc:  # noqa: BLE001 - the verdicts are recorded; the caller reads them itself
+            log.warning("reading the statuses of %d document(s) validated in place failed (%s: %s)", len(done),
+                        type(exc).__name__, exc)
+            statuses = {}
+        return [Verdict(error=errors[d.ref.submission_id]) if d.ref.submission_id in errors
+                else Verdict(status=statuses.get(d.ref.submission_id)) for d in documents]
+
+    def _validate(self, documents: Sequence[Received]) -> dict[str, Exception]:
+        """The documents whose validation failed (each tried on its own after a failed group)."""
+        try:
+            stages.validate_received(documents, bus=self._bus, store=self._store, clock=self._clock)
+            return {}
+        except Exception as whole:  # noqa: BLE001 - find out which documents fail on their own
+            if len(documents) == 1:
+                log.warning("validating in place failed (%s: %s)", type(whole).__name__, whole,
+                            extra={"submission_id": documents[0].ref.submission_id})
+                return {documents[0].ref.submission_id: whole}
+            log.warning("validating %d documents in place failed (%s: %s); trying them one by one",
+                        len(documents), type(whole).__name__, whole)
+        errors: dict[str, Exception] = {}
+        for document in documents:
+            errors.update(self._validate([document]))
+        return errors

@@ -1,0 +1,68 @@
+"""Waiting imports validated in the receiver (shared/pipeline/validate_now.py) on the real engine,
+vault (Azurite) and PostgreSQL: the safety-net message, its cancelling, and a receiver that dies."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared import bootstrap
+from shared.bus.port import OutgoingMessage
+from shared.bus.queues import VALIDATION
+from tests.documents import make_document
+from tests.pipeline_harness import pipeline_env
+
+DOC = make_document([{"student_number": "1", "test_id": "t", "available": 10, "obtained": 7},
+                     {"student_number": "2", "test_id": "t", "available": 10, "obtained": 4}])
+
+
+@pytest.fixture
+def pipeline(monkeypatch, database_url, vault_storage, vault_table):
+    with pipeline_env(monkeypatch, database_url, vault_storage, vault_table) as p:
+        yield p
+
+
+def test_a_waiting_import_is_answered_201_with_no_message_left_behind(pipeline):
+    answer = pipeline.post_document(DOC, wait=True)
+    assert answer.status == 201, answer.body
+    assert answer.json()["status"] == "completed"
+    assert pipeline.http("GET", "/api/results/t/aggregate").json()["count"] == 2
+    counts = pipeline.engine.counts(VALIDATION)
+    assert (counts.active, counts.scheduled) == (0, 0)  # the safety net was withdrawn
+    assert pipeline.drain() == 0
+
+
+def test_a_receiver_that_dies_mid_validation_leaves_a_safety_net_that_completes_the_import(pipeline):
+    class Died(BaseException):
+        """The process going away: nothing after it runs in the receiver."""
+
+    store = bootstrap.services().store
+
+    def die(*args, **kwargs):
+        raise Died()
+
+    store.record_validation = die
+    with pytest.raises(Died):
+        pipeline.post_document(DOC, wait=True)
+    del store.record_validation
+    (deferred,) = pipeline.peek(VALIDATION)
+    assert deferred.message_id.endswith("/validation/deferred") and deferred.state == "scheduled"
+    assert deferred.scheduled_enqueue_time_utc > datetime.now(UTC) + timedelta(seconds=60)
+    assert pipeline.drain() == 0  # not receivable before it falls due
+    pipeline.sql("UPDATE bus.messages SET scheduled_enqueue_at = now(), visible_at = now() RETURNING 1")  # time passes
+    assert pipeline.drain() == 1
+    (sid,) = {row[0] for row in pipeline.sql("SELECT submission_id FROM submissions")}
+    state = pipeline.http("GET", f"/api/submissions/{sid}").json()
+    assert state["status"] == "completed" and state["results"] == 2
+
+
+def test_cancel_withdraws_only_messages_no_consumer_has_taken(pipeline):
+    engine = pipeline.engine
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    tokens = engine.schedule(VALIDATION, [OutgoingMessage(b"{}", "a"), OutgoingMessage(b"{}", "b")], later)
+    engine.send(VALIDATION, OutgoingMessage(b"{}", "c"))
+    (taken,) = engine.receive(VALIDATION, 5)  # only c is receivable
+    assert taken.message_id == "c"
+    assert engine.cancel_scheduled(VALIDATION, [*tokens, "c"]) == 2
+    assert [m.message_id for m in engine.peek(VALIDATION)] == ["c"]  # still held by its consumer
+    assert engine.cancel_scheduled(VALIDATION, tokens) == 0  # already gone: nothing to do
