@@ -82,6 +82,8 @@ var appSettings = {
   MARKR_VAULT_KEY_URL: vaultKeyUrl
   MARKR_MAX_BODY_BYTES: '104857600'
   MARKR_IMPORT_WAIT_SECONDS: '30'
+  // A waiting import is validated in the receiver (a scheduled message is its safety net).
+  MARKR_VALIDATE_IN_RECEIVER: 'true'
   MARKR_RETRY_BACKOFF_MAX_SECONDS: '30'
   MARKR_DEAD_LETTER_SWEEP_SCHEDULE: deadLetterSweepSchedule
   // Who may call (shared/auth): Entra ID access tokens of this tenant, checked by the app itself.

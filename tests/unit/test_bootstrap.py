@@ -75,3 +75,17 @@ def test_an_expiring_token_is_refreshed():
     credential = StubCredential()
     password = connection.EntraPassword(credential, refresh_margin=10**10)
     assert password() == "token-1" and password() == "token-2"
+
+
+def test_waiting_imports_are_validated_in_the_receiver_unless_switched_off(monkeypatch):
+    bus, store = FakeBus(), FakeStore()
+    monkeypatch.setenv("MARKR_IMPORT_WAIT_SECONDS", "12")
+    settings.cache_clear()
+    try:
+        on = bootstrap.Services(settings(), bus=bus, store=store).validate_now
+        assert on is not None and on._safety.total_seconds() == 72  # a minute after the longest wait
+        monkeypatch.setenv("MARKR_VALIDATE_IN_RECEIVER", "false")
+        settings.cache_clear()
+        assert bootstrap.Services(settings(), bus=bus, store=store).validate_now is None
+    finally:
+        settings.cache_clear()
