@@ -29,6 +29,13 @@ class NothingToMarkError(LookupError):
     """The submission has no validated rows (it was never validated, or was rejected)."""
 
 
+# Statements that look rows up by submission id are planned for their actual ids every time (never
+# prepared): a prepared statement's generic plan is made once per connection, and one made while a
+# table was still small scans the whole table ever after (2 ms per statement after 150 documents,
+# growing with every one).
+BY_KEY = False
+
+
 def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable[TestResult]]]) -> int:
     """Replace each submission's validated rows and answers, in one COPY each (a redelivery writes
     the same rows).
@@ -41,8 +48,8 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
     # rows are removed and not staged anew.
     with conn.pipeline():  # one round trip for the three
         retracting = conn.execute("SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))
-        conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sids,))
-        conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sids,))
+        conn.execute("DELETE FROM validated_results WHERE submission_id = ANY(%s)", (sids,), prepare=BY_KEY)
+        conn.execute("DELETE FROM answers WHERE submission_id = ANY(%s)", (sids,), prepare=BY_KEY)
     retracted = {r for (r,) in retracting.fetchall()}
     documents = [(sid, results) for sid, results in documents if sid not in retracted]
     _copy(conn, "COPY validated_results (submission_id, result, test_id, student_number, available, obtained,"
@@ -318,7 +325,7 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
     with conn.pipeline():
         conn.execute(_LOCK_RUNS, params)
         applied_before = conn.execute(_APPLIED_BEFORE, params)
-        staged_rows = conn.execute(_STAGED_COUNTS, {"sids": sorted(set(params["sids"]))})
+        staged_rows = conn.execute(_STAGED_COUNTS, {"sids": sorted(set(params["sids"]))}, prepare=BY_KEY)
         answer: dict[tuple[str, str], Marking | None] = {
             (sid, run): Marking(dict(versions), count, newly_applied=False)
             for sid, run, versions, count in applied_before.fetchall()
@@ -338,7 +345,7 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
         conn.execute("SET LOCAL jit = off")
         # The version bump first: it locks the batch's tests rows (in test order) until commit, so
         # markings of one test run one at a time and each sees the counted scans the last one left.
-        bumped = conn.execute(_BUMP_VERSIONS, {"sids": sids})
+        bumped = conn.execute(_BUMP_VERSIONS, {"sids": sids}, prepare=BY_KEY)
         # The bump waited for any retraction in progress (it locks `tests` first): rows a validation
         # staged while that retraction ran escaped its delete, so they are dropped here, unmarked.
         retracting = conn.execute("SELECT submission_id FROM retractions WHERE submission_id = ANY(%s)", (sids,))
@@ -357,8 +364,8 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
         tests, n = staged[key[0]]
         answer[key] = Marking({t: versions[t] for t in tests}, n, newly_applied=True)
     with conn.pipeline():
-        conn.execute(_MERGE_RESULTS, {"sids": sids})
-        conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids})
+        conn.execute(_MERGE_RESULTS, {"sids": sids}, prepare=BY_KEY)
+        conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids}, prepare=BY_KEY)
         conn.execute(_RECORD_APPLIED, {
             "sids": [sid for sid, _ in todo], "runs": [run for _, run in todo],
             "versions": [Jsonb(answer[k].test_versions) for k in todo],  # type: ignore[union-attr]
