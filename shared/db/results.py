@@ -145,7 +145,6 @@ SELECT submission_id, array_agg(DISTINCT test_id ORDER BY test_id), count(*)
 _BATCH = """
 batch AS MATERIALIZED (
     SELECT test_id, student_number, max(available) AS available, max(obtained) AS obtained,
-           array_agg(DISTINCT submission_id ORDER BY submission_id) AS submission_ids,
            (array_agg(submission_id ORDER BY obtained DESC, submission_id DESC, result DESC))[1] AS best_submission_id,
            (array_agg(result ORDER BY obtained DESC, submission_id DESC, result DESC))[1] AS best_result
       FROM validated_results
@@ -153,23 +152,16 @@ batch AS MATERIALIZED (
      GROUP BY test_id, student_number
 )"""
 
-# A submission already listed (a document sent again, a re-applied run) leaves submission_ids as it
-# is, and a single new one is appended: only a batch of several documents needs the set difference
-# (a subquery per row, the bulk of a large document's upsert).
+# Each batch row is one (test, student); its submissions go to student_submissions (the lineage),
+# a pair already listed (a document sent again, a re-applied run) left as it is.
 _UPSERT_RESULTS = """
-INSERT INTO student_results AS s (test_id, student_number, available, obtained, submission_ids,
-                                  best_submission_id, best_result)
-SELECT test_id, student_number, available, obtained, submission_ids, best_submission_id, best_result
+INSERT INTO student_results AS s (test_id, student_number, available, obtained, best_submission_id, best_result)
+SELECT test_id, student_number, available, obtained, best_submission_id, best_result
   FROM batch
  ORDER BY test_id, student_number
 ON CONFLICT (test_id, student_number) DO UPDATE
    SET available = GREATEST(s.available, EXCLUDED.available),
        obtained = GREATEST(s.obtained, EXCLUDED.obtained),
-       submission_ids = CASE
-           WHEN EXCLUDED.submission_ids <@ s.submission_ids THEN s.submission_ids
-           WHEN cardinality(EXCLUDED.submission_ids) = 1 THEN s.submission_ids || EXCLUDED.submission_ids
-           ELSE s.submission_ids || ARRAY(SELECT unnest(EXCLUDED.submission_ids)
-                                          EXCEPT SELECT unnest(s.submission_ids) ORDER BY 1) END,
        (best_submission_id, best_result) = (
            SELECT CASE WHEN s.best_submission_id IS NULL
                          OR (EXCLUDED.obtained, EXCLUDED.best_submission_id, EXCLUDED.best_result)
@@ -182,6 +174,15 @@ ON CONFLICT (test_id, student_number) DO UPDATE
        updated_at = now()
 RETURNING test_id, student_number, best_submission_id, best_result
 """
+
+_RECORD_LINEAGE = """
+lineage AS (
+    INSERT INTO student_submissions (test_id, student_number, submission_id)
+    SELECT DISTINCT test_id, student_number, submission_id FROM validated_results
+     WHERE submission_id = ANY(%(sids)s)
+     ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING
+)"""
 
 # Item-analysis sums from `scans` (test_id, sid, result, sign, t): each scan's answers added (sign 1)
 # or taken away (-1). The lateral OFFSET 0 keeps the look-ups on the primary keys (never a scan of
@@ -230,7 +231,7 @@ ON CONFLICT (test_id) DO UPDATE
 # the statistics still say the staged rows are few, and a join there was once planned as a nested
 # loop over the whole document per student (minutes for a 50,000-result document sent twice).
 _MERGE_RESULTS = f"""
-WITH {_BATCH}, merged AS ({_UPSERT_RESULTS}
+WITH {_BATCH}, {_RECORD_LINEAGE}, merged AS ({_UPSERT_RESULTS}
 ), swaps AS (
     SELECT n.test_id, o.best_submission_id AS old_sid, o.best_result AS old_result,
            n.best_submission_id AS new_sid, n.best_result AS new_result
@@ -511,8 +512,8 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
     return True
 
 
-DERIVED_TABLES = ("validated_results", "answers", "student_results", "test_scores", "applied_markings", "test_submissions",
-                  "item_sums", "option_counts", "item_totals", "test_statistics", "tests")
+DERIVED_TABLES = ("validated_results", "answers", "student_results", "student_submissions", "test_scores",
+                  "applied_markings", "test_submissions", "item_sums", "option_counts", "item_totals", "test_statistics", "tests")
 
 
 def clear_derived(conn: psycopg.Connection) -> None:
@@ -560,7 +561,8 @@ _STUDENTS_CSV = """
 COPY (SELECT CASE WHEN left(s.student_number, 1) IN ('=', '+', '-', '@', chr(9), chr(13))
                   THEN '''' || s.student_number ELSE s.student_number END AS student_number,
              available, obtained, 100.0::float8 * obtained / available AS percent,
-             cardinality(submission_ids) AS submissions
+             (SELECT count(*) FROM student_submissions l
+               WHERE l.test_id = s.test_id AND l.student_number = s.student_number) AS submissions
         FROM student_results s WHERE test_id = {test_id} ORDER BY s.student_number)
   TO STDOUT WITH (FORMAT csv, HEADER)
 """

@@ -1,7 +1,7 @@
 """Retracting a submission in PostgreSQL: remove its contribution using lineage, in one transaction.
 
-validated_results keeps every accepted document's rows per submission, and student_results names
-the submissions behind each (test, student). So each affected pair is recomputed from the validated
+validated_results keeps every accepted document's rows per submission, and student_submissions names
+the submissions behind each (test, student) in student_results. So each affected pair is recomputed from the validated
 rows of its remaining submissions by the marker's rule (highest available and highest obtained,
 independently), and so is its counted scan for item analysis (highest obtained, the latest on a tie);
 a pair with none left is deleted. The submission's validated rows, answers and data-quality counts
@@ -43,28 +43,30 @@ RETURNING retracted_at
 
 # Rows locked in key order, as the marker's upsert does, so a concurrent marking cannot deadlock us.
 _AFFECTED = """
-SELECT test_id, student_number FROM student_results
- WHERE submission_ids @> ARRAY[%(sid)s]::text[] ORDER BY test_id, student_number FOR UPDATE
+SELECT s.test_id, s.student_number FROM student_results s
+ WHERE (s.test_id, s.student_number) IN (SELECT test_id, student_number FROM student_submissions
+                                          WHERE submission_id = %(sid)s)
+ ORDER BY s.test_id, s.student_number FOR UPDATE OF s
 """
 
 _RECOMPUTE = """
 WITH affected AS (
-    SELECT test_id, student_number, array_remove(submission_ids, %(sid)s) AS remaining
-      FROM student_results WHERE submission_ids @> ARRAY[%(sid)s]::text[]
+    SELECT test_id, student_number FROM student_submissions WHERE submission_id = %(sid)s
 ), recomputed AS (
     SELECT a.test_id, a.student_number, max(v.available) AS available, max(v.obtained) AS obtained,
-           array_agg(DISTINCT v.submission_id ORDER BY v.submission_id) AS submission_ids,
            -- the counted scan, by the marker's rule (shared/db/results.py, _UPSERT_RESULTS)
            (array_agg(v.submission_id ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_sid,
            (array_agg(v.result ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_result
       FROM affected a
       JOIN validated_results v ON v.test_id = a.test_id AND v.student_number = a.student_number
-                              AND v.submission_id = ANY(a.remaining)
-     WHERE v.submission_id NOT IN (SELECT submission_id FROM retractions)
+                              AND v.submission_id <> %(sid)s
+     WHERE EXISTS (SELECT 1 FROM student_submissions l WHERE l.test_id = a.test_id
+                      AND l.student_number = a.student_number AND l.submission_id = v.submission_id)
+       AND v.submission_id NOT IN (SELECT submission_id FROM retractions)
      GROUP BY a.test_id, a.student_number
 ), updated AS (
     UPDATE student_results s
-       SET available = r.available, obtained = r.obtained, submission_ids = r.submission_ids,
+       SET available = r.available, obtained = r.obtained,
            best_submission_id = r.best_sid, best_result = r.best_result, updated_at = now()
       FROM recomputed r
      WHERE s.test_id = r.test_id AND s.student_number = r.student_number
@@ -74,6 +76,8 @@ WITH affected AS (
      WHERE s.test_id = a.test_id AND s.student_number = a.student_number
        AND NOT EXISTS (SELECT 1 FROM recomputed r WHERE r.test_id = a.test_id AND r.student_number = a.student_number)
     RETURNING s.test_id
+), unlisted AS (
+    DELETE FROM student_submissions WHERE submission_id = %(sid)s
 )
 SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM removed)
 """

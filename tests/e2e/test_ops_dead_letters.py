@@ -34,8 +34,9 @@ def _doc(students: list[tuple[str, int]]) -> bytes:
 def _results(url: str, submission_id: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute(
-            "SELECT test_id, student_number, available, obtained FROM student_results"
-            " WHERE %s = ANY(submission_ids) ORDER BY 1, 2", (submission_id,)).fetchall()
+            "SELECT s.test_id, s.student_number, available, obtained FROM student_results s"
+            " JOIN student_submissions l USING (test_id, student_number) WHERE l.submission_id = %s"
+            " ORDER BY 1, 2", (submission_id,)).fetchall()
 
 
 def test_poison_submission_dead_letters_shows_failed_and_completes_after_resubmit(app: AppHost) -> None:

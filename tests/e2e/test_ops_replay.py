@@ -55,7 +55,8 @@ def snapshot(url: str) -> dict[str, list]:
         return {
             "results": conn.execute(
                 "SELECT test_id, student_number, available, obtained,"
-                " ARRAY(SELECT unnest(submission_ids) ORDER BY 1) FROM student_results ORDER BY 1, 2").fetchall(),
+                " ARRAY(SELECT l.submission_id FROM student_submissions l WHERE l.test_id = s.test_id"
+                " AND l.student_number = s.student_number ORDER BY 1) FROM student_results s ORDER BY 1, 2").fetchall(),
             "statistics": conn.execute(
                 "SELECT test_id, count, mean, stddev, min, max, p25, p50, p75 FROM test_statistics ORDER BY 1"
             ).fetchall(),

@@ -53,14 +53,14 @@ def test_sample_document_end_to_end(pipeline, sample_results_xml):
     for key, value in expected.items():
         assert stats[key] == pytest.approx(value, abs=1e-9), key
     # Lineage: every stored row names the submission it came from.
-    assert pipeline.sql("SELECT DISTINCT unnest(submission_ids) FROM student_results") == [(sid,)]
+    assert pipeline.sql("SELECT DISTINCT submission_id FROM student_submissions") == [(sid,)]
 
 
 def test_rescan_across_documents(pipeline):
     first = submit(pipeline, [{"student_number": "1", "test_id": "t", "available": 10, "obtained": 9}])
     second = submit(pipeline, [{"student_number": "1", "test_id": "t", "available": 20, "obtained": 8}])
     assert aggregate(pipeline, "t").json()["mean"] == pytest.approx(45.0)
-    assert pipeline.sql("SELECT submission_ids FROM student_results") == [([first, second],)]
+    assert pipeline.sql("SELECT array_agg(submission_id ORDER BY submission_id) FROM student_submissions") == [([first, second],)]
 
 
 def test_rescan_within_one_document_and_leading_zeros(pipeline):

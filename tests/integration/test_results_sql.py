@@ -25,7 +25,9 @@ def mark(conn, sid, rows, run=None):
 
 def stored(conn, test="t1"):
     return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(
-        "SELECT student_number, available, obtained, submission_ids FROM student_results WHERE test_id = %s",
+        "SELECT student_number, available, obtained, ARRAY(SELECT l.submission_id FROM student_submissions l"
+        " WHERE l.test_id = s.test_id AND l.student_number = s.student_number ORDER BY 1)"
+        " FROM student_results s WHERE test_id = %s",
         (test,))}
 
 
@@ -159,3 +161,30 @@ def test_a_refresh_in_progress_holds_off_other_refreshes_of_its_test_but_no_mark
     assert [results_db.refresh_statistics(conn, "t1", v) for v in (later[-1], *later)] == [True, False, False]
     stats = results_db.get_statistics(conn, "t1")
     assert (stats.count, stats.computed_version) == (3, later[-1])
+
+
+def test_migration_0008_moves_the_lineage_arrays_into_rows(postgres_server):
+    """Results marked before 0008 keep their lineage: one student_submissions row per listed submission."""
+    from shared.db.migrations import migration_files
+
+    name = "t_upgrade_0008"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        with psycopg.connect(postgres_server.rpartition("/")[0] + "/" + name, autocommit=True) as c:
+            files = dict(migration_files())
+            for version in sorted(v for v in files if v < 8):
+                c.execute(files[version].read_text())
+            c.execute("INSERT INTO student_results (test_id, student_number, available, obtained, submission_ids)"
+                      " VALUES ('t', 'a', 10, 6, '{S1,S2}'), ('t', 'b', 10, 10, '{S2}'), ('u', 'a', 5, 5, '{S3}')")
+            c.execute(files[8].read_text())
+            assert c.execute("SELECT test_id, student_number, submission_id FROM student_submissions"
+                             " ORDER BY 1, 2, 3").fetchall() == [
+                ("t", "a", "S1"), ("t", "a", "S2"), ("t", "b", "S2"), ("u", "a", "S3")]
+            columns = {r[0] for r in c.execute("SELECT column_name FROM information_schema.columns"
+                                                " WHERE table_name = 'student_results'")}
+            assert "submission_ids" not in columns and "best_submission_id" in columns
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -77,7 +77,7 @@ def test_retracting_one_of_two_rescans_falls_back_to_the_other(pipeline) -> None
     report = do_retract(first)
     assert (report["studentsRemoved"], report["studentsRecomputed"]) == (1, 1)
     assert rows(pipeline) == [("1", 20, 8)]
-    assert pipeline.sql("SELECT submission_ids FROM student_results") == [([second],)]
+    assert pipeline.sql("SELECT array_agg(submission_id) FROM student_submissions") == [([second],)]
     assert stats(pipeline)[1]["mean"] == 40.0
 
 
