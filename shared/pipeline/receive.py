@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ from shared.pipeline.messages import InlineBody, SubmissionRef
 from shared.pipeline.outcomes import ImportPending, ImportSettled, Problem
 from shared.pipeline.ports import Bus, Vault
 from shared.pipeline.stages import Received
-from shared.pipeline.validate_now import Verdict
+from shared.pipeline.validate_now import ValidateNow
 
 log = logging.getLogger(__name__)
 
@@ -51,47 +52,50 @@ def check_request(req: ImportRequest, max_body_bytes: int) -> Problem | None:
 
 def import_document(req: ImportRequest, *, vault: Vault, bus: Bus, source: str, max_body_bytes: int,
                     wait_seconds: float, wait_for_settled: Waiter,
-                    validate_now: Callable[[Received], Verdict] | None = None,
-                    ) -> Problem | ImportPending | ImportSettled:
+                    validate_now: ValidateNow | None = None) -> Problem | ImportPending | ImportSettled:
     """`validate_now` (validate_now.py): validate here when the client waits for the verdict, instead
     of handing the document to the validator through the queue."""
     refused = check_request(req, max_body_bytes)
     if refused:
         return refused
-    submission_id = str(ULID())
-    ref = SubmissionRef(submission_id, source, run_id=submission_id)
-    received_at = datetime.now(UTC)
-    try:
-        record = vault.put(source=source, submission_id=submission_id, content_type=req.content_type or MEDIA_TYPE,
-                           body=req.body, received_at=received_at)
-    except Exception:
-        log.exception("vault write failed; nothing was stored", extra={"submission_id": submission_id})
-        return Problem("storage-unavailable", "the document could not be stored; retry later")
-    log.info("vaulted %d bytes (sha256 %s)", record.byte_size, record.sha256[:12],
-             extra={"submission_id": submission_id})
-    inline = InlineBody.of(record)
     waits = not req.respond_async and wait_seconds > 0
     deadline = time.monotonic() + wait_seconds
-    if waits and validate_now is not None:
+    here = validate_now if waits else None
+    # Announced while it is being vaulted, so a validation run starting meanwhile waits for it.
+    with here.expecting() if here is not None else nullcontext() as announced:
+        submission_id = str(ULID())
+        ref = SubmissionRef(submission_id, source, run_id=submission_id)
+        received_at = datetime.now(UTC)
         try:
-            verdict = validate_now(Received(ref, req.body, received_at, inline))
-        except Exception as exc:  # its safety-net message could not be scheduled: nothing was done
-            return _not_queued(vault, ref, exc)
-        state = verdict.status
-        if verdict.error is None and state is not None and state.run_id == submission_id and state.status in FINAL:
-            return ImportSettled(state)
-        if verdict.error is not None:  # the queue path takes over at once; the scheduled message stays too
+            record = vault.put(source=source, submission_id=submission_id,
+                               content_type=req.content_type or MEDIA_TYPE, body=req.body, received_at=received_at)
+        except Exception:
+            log.exception("vault write failed; nothing was stored", extra={"submission_id": submission_id})
+            return Problem("storage-unavailable", "the document could not be stored; retry later")
+        log.info("vaulted %d bytes (sha256 %s)", record.byte_size, record.sha256[:12],
+                 extra={"submission_id": submission_id})
+        inline = InlineBody.of(record)
+        if here is not None:
+            try:
+                verdict = here(Received(ref, req.body, received_at, inline), announced=announced)
+            except Exception as exc:  # its safety-net message could not be scheduled: nothing was done
+                return _not_queued(vault, ref, exc)
+            state = verdict.status
+            if verdict.error is None and state is not None and state.run_id == submission_id \
+                    and state.status in FINAL:
+                return ImportSettled(state)
+            if verdict.error is not None:  # the queue path takes over at once; the scheduled message stays too
+                try:
+                    bus.send(VALIDATION, messages.validation(ref, inline, received_at))
+                except Exception:  # noqa: BLE001 - the scheduled message validates it later
+                    log.warning("enqueue after a failed validation in place failed; the scheduled message "
+                                "remains", exc_info=True, extra={"submission_id": submission_id})
+                    return ImportPending(submission_id)
+        else:
             try:
                 bus.send(VALIDATION, messages.validation(ref, inline, received_at))
-            except Exception:  # noqa: BLE001 - the scheduled message validates it later
-                log.warning("enqueue after a failed validation in place failed; the scheduled message remains",
-                            exc_info=True, extra={"submission_id": submission_id})
-                return ImportPending(submission_id)
-    else:
-        try:
-            bus.send(VALIDATION, messages.validation(ref, inline, received_at))
-        except Exception as exc:
-            return _not_queued(vault, ref, exc)
+            except Exception as exc:
+                return _not_queued(vault, ref, exc)
     if not waits:
         return ImportPending(submission_id)
     try:

@@ -4,7 +4,9 @@ The document is in memory and the client is waiting: a hop through the validatio
 wake-up, receive, vault read, settle, status notification) would only add work and latency. So the
 receiver runs the validation stage's own use case (stages.validate_received) right after vaulting.
 Concurrent imports in one process share one run (shared/coalescing.py): one marking and one
-statistics refresh per test for all of them, as a validator batch would.
+statistics refresh per test for all of them, as a validator batch would. A run about to start waits
+briefly for the documents that are still being vaulted (announced with `expecting`), so under load
+runs hold what is on its way rather than what happened to be queued already.
 
 Nothing is lost if this process dies mid-way: before any work, each document's validation message is
 scheduled on the validation queue for `safety_seconds` later, and it is cancelled only once the
@@ -17,11 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared.bus.queues import VALIDATION
-from shared.coalescing import Coalescer
+from shared.coalescing import Announcement, Coalescer
 from shared.domain.submission_status import SubmissionStatus
 from shared.pipeline import messages, stages
 from shared.pipeline.ports import Bus, PipelineStore
@@ -30,6 +33,9 @@ from shared.pipeline.stages import Received
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 50
+# The longest a run waits for documents still being vaulted: about one vault write. Each document
+# in a run shares its marking and statistics refreshes, which cost more than the wait.
+LINGER_SECONDS = 0.010
 
 
 def _now() -> datetime:
@@ -46,20 +52,26 @@ class Verdict:
 
 class ValidateNow:
     def __init__(self, *, bus: Bus, store: PipelineStore, safety_seconds: float,
-                 clock: Callable[[], datetime] = _now, max_group: int = MAX_GROUP) -> None:
+                 clock: Callable[[], datetime] = _now, max_group: int = MAX_GROUP,
+                 linger_seconds: float = LINGER_SECONDS) -> None:
         self._bus = bus
         self._store = store
         self._safety = timedelta(seconds=safety_seconds)
         self._clock = clock
-        self._groups: Coalescer[None, Received, Verdict] = Coalescer(self._run, max_group)
+        self._groups: Coalescer[None, Received, Verdict] = Coalescer(self._run, max_group, linger_seconds)
 
     @property
     def runs(self) -> int:  # for tests and benchmarks
         return self._groups.groups
 
-    def __call__(self, document: Received) -> Verdict:
+    def expecting(self) -> AbstractContextManager[Announcement]:
+        """Say that a document is on its way (being vaulted): a run starting meanwhile waits for it,
+        up to `linger_seconds`. Nothing is announced on an idle system, so nothing waits there."""
+        return self._groups.expecting(None)
+
+    def __call__(self, document: Received, announced: Announcement | None = None) -> Verdict:
         """Raises only if the safety-net message could not be scheduled (nothing was done then)."""
-        return self._groups.submit(None, document)
+        return self._groups.submit(None, document, announced=announced)
 
     def _run(self, _key: None, documents: Sequence[Received]) -> list[Verdict]:
         deferred = [messages.validation(d.ref, d.inline, d.received_at, deferred=True) for d in documents]

@@ -66,3 +66,42 @@ def test_a_group_answering_the_wrong_number_of_results_fails_its_callers():
     with pytest.raises(ValueError):
         coalescer.submit("k", 1)
     assert coalescer.idle
+
+
+def test_a_leader_waits_for_announced_items_and_takes_them_in_its_group():
+    groups = []
+    coalescer: Coalescer[str, str, str] = Coalescer(lambda key, items: groups.append(list(items)) or list(items),
+                                                    max_linger=30)
+    on_its_way = coalescer.expecting("k")
+    announcement = on_its_way.__enter__()  # a request still being vaulted
+    leader = threading.Thread(target=coalescer.submit, args=("k", "first"))
+    leader.start()
+    leader.join(0.2)
+    assert leader.is_alive() and groups == []  # lingering for the announced item
+
+    def arrive():
+        coalescer.submit("k", "second", announced=announcement)
+        on_its_way.__exit__(None, None, None)  # leaving the block after submitting changes nothing
+
+    late = threading.Thread(target=arrive)
+    late.start()
+    for t in (leader, late):
+        t.join(10)
+    assert groups == [["first", "second"]] and coalescer.idle
+
+
+def test_nobody_waits_when_nothing_is_announced_or_an_announcement_is_withdrawn():
+    groups = []
+    coalescer: Coalescer[str, str, str] = Coalescer(lambda key, items: groups.append(list(items)) or list(items),
+                                                    max_linger=30)
+    done = threading.Thread(target=coalescer.submit, args=("k", "alone"))
+    done.start()
+    done.join(10)
+    assert not done.is_alive() and groups == [["alone"]]
+    with coalescer.expecting("k"):
+        waiting = threading.Thread(target=coalescer.submit, args=("k", "next"))
+        waiting.start()
+        waiting.join(0.2)
+        assert waiting.is_alive()  # lingering for the announced item ...
+    waiting.join(10)  # ... which was withdrawn (a vault write failed, say): the group goes without it
+    assert not waiting.is_alive() and groups == [["alone"], ["next"]] and coalescer.idle

@@ -148,3 +148,26 @@ def test_concurrent_imports_share_one_run_and_a_failing_one_fails_alone():
     assert len(s.bus.cancelled) == 3 and not any(t.startswith(late) for t in s.bus.cancelled)
     immediate = [m for m in s.bus.on(VALIDATION) if m.scheduled_enqueue_time_utc is None]
     assert [m.correlation_id for m in immediate] == [late]
+
+
+def test_an_import_is_announced_while_it_is_vaulted_and_withdrawn_if_the_vault_fails():
+    s = Stack()
+    seen = []
+    put = s.vault.put
+
+    def watching_put(**kwargs):
+        seen.append(dict(s.now._groups._expected))  # announced while being vaulted
+        return put(**kwargs)
+
+    s.vault.put = watching_put
+    assert isinstance(s.post(), ImportSettled)
+    assert seen == [{None: 1}] and s.now._groups._expected == {}
+    s.vault.fail_puts = True
+    s.vault.put = put
+    outcome = s.post()
+    assert isinstance(outcome, Problem) and outcome.code == "storage-unavailable"
+    assert s.now._groups._expected == {}  # withdrawn: no run waits for it
+    seen.clear()
+    s.vault.put = watching_put
+    s.post(respond_async=True)
+    assert seen == [{}]  # an import that does not wait is not validated here, so not announced
