@@ -6,7 +6,7 @@ lives here, in _UPSERT_RESULTS; shared/domain/scoring_policy.py states it in Pyt
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import psycopg
@@ -391,7 +391,9 @@ def apply_marking(conn: psycopg.Connection, submission_id: str, run_id: str) -> 
 # item_totals) over each student's counted scan, an unanswered question scoring 0: see
 # docs/architecture.md, "Item analysis", for the formulas.
 _COMPUTE = """
-WITH scores AS (  -- students per exact score (test_scores, kept by trigger), in percent
+WITH version AS (  -- read in the computation's own snapshot, so it covers exactly this version
+    SELECT results_version AS v FROM tests WHERE test_id = %(test_id)s
+), scores AS (  -- students per exact score (test_scores, kept by trigger), in percent
     SELECT 100.0::float8 * obtained / available AS p, least(10 * obtained / available, 9) AS bin, available,
            students::float8 AS k
       FROM test_scores WHERE test_id = %(test_id)s AND students > 0
@@ -463,11 +465,13 @@ INSERT INTO test_statistics AS ts
        (test_id, computed_version, count, mean, stddev, min, max, p25, p50, p75, computed_at,
         max_available, submission_count, histogram, analysed_students, cronbach_alpha, kr20, items,
         mismatched_results, mismatched_submissions, unanswered_results)
-SELECT %(test_id)s, %(version)s, agg.n, agg.mean, agg.stddev, agg.lo, agg.hi, agg.q[1], agg.q[2], agg.q[3], now(),
+SELECT %(test_id)s, version.v, agg.n, agg.mean, agg.stddev, agg.lo, agg.hi, agg.q[1], agg.q[2], agg.q[3], now(),
        agg.max_available, quality.submissions, hist.bins, whole.n::int, reliability.alpha,
        CASE WHEN reliability.binary THEN reliability.alpha END, items.items,
        quality.mismatched_results, quality.mismatched_submissions, quality.unanswered_results
-  FROM agg, hist, quality, whole, items, reliability WHERE agg.n > 0
+  FROM version, agg, hist, quality, whole, items, reliability
+ WHERE agg.n > 0
+   AND coalesce((SELECT computed_version FROM test_statistics WHERE test_id = %(test_id)s), 0) < %(at_least)s
 ON CONFLICT (test_id) DO UPDATE
    SET computed_version = EXCLUDED.computed_version, count = EXCLUDED.count, mean = EXCLUDED.mean,
        stddev = EXCLUDED.stddev, min = EXCLUDED.min, max = EXCLUDED.max, p25 = EXCLUDED.p25,
@@ -477,39 +481,53 @@ ON CONFLICT (test_id) DO UPDATE
        cronbach_alpha = EXCLUDED.cronbach_alpha, kr20 = EXCLUDED.kr20, items = EXCLUDED.items,
        mismatched_results = EXCLUDED.mismatched_results, mismatched_submissions = EXCLUDED.mismatched_submissions,
        unanswered_results = EXCLUDED.unanswered_results
+RETURNING test_id
+"""
+
+# The tests whose statistics do not cover the version asked for yet.
+_BEHIND = """
+SELECT u.test_id FROM unnest(%(tests)s::text[], %(versions)s::bigint[]) AS u(test_id, at_least)
+ WHERE NOT EXISTS (SELECT 1 FROM test_statistics s WHERE s.test_id = u.test_id AND s.computed_version >= u.at_least)
+ ORDER BY u.test_id
+"""
+
+# Refreshes of a test take turns; the locks are taken in test order, so two refreshes never wait for
+# each other in a cycle. Also: this transaction's prepared statements use one plan made once per
+# connection (planning the refresh cost as much as running it; every lookup in it is by test id).
+_LOCK_STATISTICS = """
+SELECT pg_advisory_xact_lock(hashtext('statistics/' || t)) FROM (SELECT t FROM unnest(%(tests)s::text[]) AS t ORDER BY t) o
 """
 
 
-def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version: int) -> bool:
-    """Make the test's statistics cover at least `at_least_version`; returns True if recomputed.
+def refresh_many(conn: psycopg.Connection, test_versions: Mapping[str, int]) -> list[str]:
+    """Make each test's statistics cover at least its version; returns the tests recomputed.
 
     A burst of markings for one test yields one recomputation: refreshes of a test take turns (an
     advisory lock), and markings do not wait for them. The markings that commit while one refresh
     computes are then all covered by the next, which reads the latest version; the refreshes queued
-    behind it find their version covered and return at once.
+    behind it find their version covered and do nothing. A batch's tests go in one transaction, in
+    two round trips: which tests are behind, then their locks and computations together (pipeline
+    mode), each computation skipping a test that a refresh before it already brought far enough.
     """
-    with conn.transaction():
-        covered = conn.execute("SELECT computed_version FROM test_statistics WHERE test_id = %s",
-                               (test_id,)).fetchone()
-        if covered and covered[0] >= at_least_version:
-            return False
-        # Also: this transaction's prepared statements use one plan made once per connection
-        # (planning the refresh cost as much as running it; every lookup in it is by test id).
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('statistics/' || %s)),"
-                     " set_config('plan_cache_mode', 'force_generic_plan', true)", (test_id,))
-        # A statement after the lock, so it sees what the refresh before us committed.
-        covered, version = conn.execute(
-            "SELECT (SELECT computed_version FROM test_statistics WHERE test_id = %(t)s),"
-            " (SELECT results_version FROM tests WHERE test_id = %(t)s)", {"t": test_id}).fetchone()
-        if covered is not None and covered >= at_least_version:
-            return False
-        if version is None:
-            raise LookupError(f"test {test_id} has no results")
-        # The computation's snapshot is taken after that read (read committed: one per statement), so
-        # it covers at least `version`; a marking committed in between is counted but not claimed,
-        # which only costs a later refresh, never a stale answer.
-        conn.execute(_COMPUTE, {"test_id": test_id, "version": version}, prepare=True)
-    return True
+    if not test_versions:
+        return []
+    tests = sorted(test_versions)
+    behind = [t for (t,) in conn.execute(_BEHIND, {"tests": tests, "versions": [test_versions[t] for t in tests]},
+                                         prepare=False).fetchall()]
+    if not behind:
+        return []
+    with conn.pipeline(), conn.transaction():
+        conn.execute(_LOCK_STATISTICS, {"tests": behind})
+        conn.execute("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
+        # Each statement after the locks, so it sees what the refreshes before us committed.
+        computed = [conn.execute(_COMPUTE, {"test_id": t, "at_least": test_versions[t]}, prepare=True)
+                    for t in behind]
+    return [t for t, cursor in zip(behind, computed, strict=True) if cursor.fetchone() is not None]
+
+
+def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version: int) -> bool:
+    """One test's refresh_many; True if it was recomputed."""
+    return test_id in refresh_many(conn, {test_id: at_least_version})
 
 
 DERIVED_TABLES = ("validated_results", "answers", "student_results", "student_submissions", "test_scores",

@@ -57,12 +57,8 @@ class PostgresStore:
         return outcome
 
     def refresh_statistics(self, test_versions: Mapping[str, int]) -> list[str]:
-        recomputed = []
         with self.pool.connection() as conn:
-            for test_id in sorted(test_versions):  # one test per transaction: locks held briefly
-                if results.refresh_statistics(conn, test_id, test_versions[test_id]):
-                    recomputed.append(test_id)
-        return recomputed
+            return results.refresh_many(conn, test_versions)
 
     def record_events(self, events: Sequence[Event]) -> list[SubmissionStatus]:
         with self.pool.connection() as conn, conn.transaction():
