@@ -417,11 +417,11 @@ WITH version AS (  -- read in the computation's own snapshot, so it covers exact
     SELECT array_agg(coalesce(h.c, 0) ORDER BY b) AS bins
       FROM generate_series(0, 9) AS b
       LEFT JOIN (SELECT bin, sum(k)::int AS c FROM scores GROUP BY bin) h ON h.bin = b
-), quality AS (
-    SELECT count(*) AS submissions, coalesce(sum(mismatched_results), 0) AS mismatched_results,
-           count(*) FILTER (WHERE mismatched_results > 0) AS mismatched_submissions,
-           coalesce(sum(unanswered_results), 0) AS unanswered_results
-      FROM test_submissions WHERE test_id = %(test_id)s
+), quality AS (  -- running totals (test_quality, kept by trigger from test_submissions)
+    SELECT coalesce(max(submissions), 0) AS submissions, coalesce(max(mismatched_results), 0) AS mismatched_results,
+           coalesce(max(mismatched_submissions), 0) AS mismatched_submissions,
+           coalesce(max(unanswered_results), 0) AS unanswered_results
+      FROM test_quality WHERE test_id = %(test_id)s
 ), whole AS (
     SELECT coalesce(max(students), 0)::float8 AS n, coalesce(max(sum_t), 0)::float8 AS st,
            coalesce(max(sum_tt), 0)::float8 AS stt
@@ -531,7 +531,8 @@ def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version:
 
 
 DERIVED_TABLES = ("validated_results", "answers", "student_results", "student_submissions", "test_scores",
-                  "applied_markings", "test_submissions", "item_sums", "option_counts", "item_totals", "test_statistics", "tests")
+                  "applied_markings", "test_submissions", "test_quality", "item_sums", "option_counts",
+                  "item_totals", "test_statistics", "tests")
 
 
 def clear_derived(conn: psycopg.Connection) -> None:

@@ -188,3 +188,24 @@ def test_migration_0008_moves_the_lineage_arrays_into_rows(postgres_server):
     finally:
         with psycopg.connect(postgres_server, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_migration_0009_totals_the_data_quality_of_existing_submissions(postgres_server):
+    from shared.db.migrations import migration_files
+
+    name = "t_upgrade_0009"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        with psycopg.connect(postgres_server.rpartition("/")[0] + "/" + name, autocommit=True) as c:
+            files = dict(migration_files())
+            for version in sorted(v for v in files if v < 9):
+                c.execute(files[version].read_text())
+            c.execute("INSERT INTO test_submissions VALUES ('t', 'S1', 5, 2, 1), ('t', 'S2', 4, 0, 3), ('u', 'S1', 1, 0, 0)")
+            c.execute(files[9].read_text())
+            assert c.execute("SELECT * FROM test_quality ORDER BY 1").fetchall() == [
+                ("t", 2, 2, 1, 4), ("u", 1, 0, 0, 0)]
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

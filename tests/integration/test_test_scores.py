@@ -90,3 +90,27 @@ def test_the_same_students_give_bit_for_bit_the_same_statistics_whatever_the_his
     second, _ = refreshed(conn)
     assert (first.count, first.mean, first.stddev, first.p25, first.p50, first.p75) == \
            (second.count, second.mean, second.stddev, second.p25, second.p50, second.p75)
+
+
+def test_data_quality_totals_follow_test_submissions_whoever_writes_them(conn):
+    """test_quality (migration 0009) equals the sums over test_submissions after inserts, re-applied
+    upserts and deletes, so the refresh can read one row."""
+    def totals():
+        kept = conn.execute("SELECT test_id, submissions, mismatched_results, mismatched_submissions,"
+                            " unanswered_results FROM test_quality WHERE submissions <> 0 ORDER BY 1").fetchall()
+        summed = conn.execute("SELECT test_id, count(*), sum(mismatched_results),"
+                              " count(*) FILTER (WHERE mismatched_results > 0), sum(unanswered_results)"
+                              " FROM test_submissions GROUP BY 1 ORDER BY 1").fetchall()
+        return kept, summed
+
+    conn.execute("INSERT INTO test_submissions VALUES ('a', 'S1', 5, 2, 1), ('a', 'S2', 4, 0, 0), ('b', 'S1', 3, 1, 3)")
+    kept, summed = totals()
+    assert kept == summed == [("a", 2, 2, 1, 1), ("b", 1, 1, 1, 3)]
+    conn.execute("INSERT INTO test_submissions VALUES ('a', 'S1', 5, 0, 0), ('a', 'S3', 1, 1, 0)"
+                 " ON CONFLICT (test_id, submission_id) DO UPDATE SET mismatched_results = excluded.mismatched_results,"
+                 " unanswered_results = excluded.unanswered_results")  # S1 re-applied with new counts, S3 new
+    kept, summed = totals()
+    assert kept == summed == [("a", 3, 1, 1, 0), ("b", 1, 1, 1, 3)]
+    conn.execute("DELETE FROM test_submissions WHERE submission_id = 'S1'")  # a retraction
+    kept, summed = totals()
+    assert kept == summed == [("a", 2, 1, 1, 0)]
