@@ -1,4 +1,5 @@
-"""The analysts' read API over a test's results, all precomputed with the statistics:
+"""The analysts' read API over a test's results (precomputed with the statistics; item analysis from
+the marking's sums when read):
 
 GET /api/tests                               the test catalogue (paged)
 GET /api/results/{testId}/aggregate          statistics in percent of available marks

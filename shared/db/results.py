@@ -387,9 +387,8 @@ def apply_marking(conn: psycopg.Connection, submission_id: str, run_id: str) -> 
 # Percent of available marks over float8 (faster than numeric); population stddev;
 # percentiles by linear interpolation between closest ranks (numpy's default).
 # Histogram bins in integer arithmetic (no float edge cases): floor(10 * obtained / available), with
-# 100 % in the last bin. Item analysis from the sums the marker keeps (item_sums, option_counts,
-# item_totals) over each student's counted scan, an unanswered question scoring 0: see
-# docs/architecture.md, "Item analysis", for the formulas.
+# 100 % in the last bin. Data quality from the running totals in test_quality. (Item analysis is
+# computed when read: _ITEM_ANALYSIS below.)
 _COMPUTE = """
 WITH version AS (  -- read in the computation's own snapshot, so it covers exactly this version
     SELECT results_version AS v FROM tests WHERE test_id = %(test_id)s
@@ -422,54 +421,15 @@ WITH version AS (  -- read in the computation's own snapshot, so it covers exact
            coalesce(max(mismatched_submissions), 0) AS mismatched_submissions,
            coalesce(max(unanswered_results), 0) AS unanswered_results
       FROM test_quality WHERE test_id = %(test_id)s
-), whole AS (
-    SELECT coalesce(max(students), 0)::float8 AS n, coalesce(max(sum_t), 0)::float8 AS st,
-           coalesce(max(sum_tt), 0)::float8 AS stt
-      FROM item_totals WHERE test_id = %(test_id)s
-), per_q AS (
-    SELECT question, answering, (sum_ratio / answering)::float8 AS difficulty, nonbinary = 0 AS binary,
-           sum_x::float8 AS sx, sum_xx::float8 AS sxx, sum_xt::float8 AS sxt
-      FROM item_sums WHERE test_id = %(test_id)s AND answering > 0
-), q AS (
-    SELECT per_q.*, w.n, w.st, w.stt,
-           -- the item against the rest of the test (total minus the item), over every analysed student
-           (w.n * (sxt - sxx) - sx * (w.st - sx))
-               / nullif(sqrt(greatest(w.n * sxx - sx * sx, 0)
-                             * greatest(w.n * (w.stt - 2 * sxt + sxx) - (w.st - sx) ^ 2, 0)), 0) AS discrimination,
-           sxx / w.n - (sx / w.n) ^ 2 AS variance
-      FROM per_q CROSS JOIN whole w
-), opts AS MATERIALIZED (  -- once, not once per question (the planner expects one row of q)
-    SELECT o.question,
-           json_agg(json_build_object('option', o.option, 'count', o.c, 'frequency', o.c::float8 / q.answering,
-                                        'flagged', o.c::float8 / q.answering < 0.05) ORDER BY o.option) AS options,
-           bool_or(o.c::float8 / q.answering < 0.05) AS flagged
-      FROM (SELECT question, option, chosen AS c FROM option_counts WHERE test_id = %(test_id)s AND chosen > 0) o
-      JOIN q USING (question)
-     GROUP BY o.question
-), items AS (
-    SELECT coalesce(json_agg(json_build_object(
-               'question', q.question, 'answering', q.answering, 'difficulty', q.difficulty,
-               'discrimination', q.discrimination, 'flagged', opts.flagged, 'options', opts.options)
-             ORDER BY CASE WHEN q.question ~ '^[0-9]{1,18}$' THEN q.question::bigint END NULLS LAST, q.question),
-             '[]'::json) AS items,
-           count(*) AS k, sum(q.variance) AS item_variance, bool_and(q.binary) AS binary
-      FROM q JOIN opts USING (question)
-), reliability AS (
-    SELECT CASE WHEN items.k > 1 AND w.n > 0 AND w.stt / w.n - (w.st / w.n) ^ 2 > 0
-                THEN items.k / (items.k - 1.0)
-                     * (1 - items.item_variance / (w.stt / w.n - (w.st / w.n) ^ 2)) END AS alpha,
-           items.binary
-      FROM items CROSS JOIN whole w
+
 )
 INSERT INTO test_statistics AS ts
        (test_id, computed_version, count, mean, stddev, min, max, p25, p50, p75, computed_at,
-        max_available, submission_count, histogram, analysed_students, cronbach_alpha, kr20, items,
-        mismatched_results, mismatched_submissions, unanswered_results)
+        max_available, submission_count, histogram, mismatched_results, mismatched_submissions, unanswered_results)
 SELECT %(test_id)s, version.v, agg.n, agg.mean, agg.stddev, agg.lo, agg.hi, agg.q[1], agg.q[2], agg.q[3], now(),
-       agg.max_available, quality.submissions, hist.bins, whole.n::int, reliability.alpha,
-       CASE WHEN reliability.binary THEN reliability.alpha END, items.items,
+       agg.max_available, quality.submissions, hist.bins,
        quality.mismatched_results, quality.mismatched_submissions, quality.unanswered_results
-  FROM version, agg, hist, quality, whole, items, reliability
+  FROM version, agg, hist, quality
  WHERE agg.n > 0
    AND coalesce((SELECT computed_version FROM test_statistics WHERE test_id = %(test_id)s), 0) < %(at_least)s
 ON CONFLICT (test_id) DO UPDATE
@@ -477,9 +437,7 @@ ON CONFLICT (test_id) DO UPDATE
        stddev = EXCLUDED.stddev, min = EXCLUDED.min, max = EXCLUDED.max, p25 = EXCLUDED.p25,
        p50 = EXCLUDED.p50, p75 = EXCLUDED.p75, computed_at = EXCLUDED.computed_at,
        max_available = EXCLUDED.max_available, submission_count = EXCLUDED.submission_count,
-       histogram = EXCLUDED.histogram, analysed_students = EXCLUDED.analysed_students,
-       cronbach_alpha = EXCLUDED.cronbach_alpha, kr20 = EXCLUDED.kr20, items = EXCLUDED.items,
-       mismatched_results = EXCLUDED.mismatched_results, mismatched_submissions = EXCLUDED.mismatched_submissions,
+       histogram = EXCLUDED.histogram, mismatched_results = EXCLUDED.mismatched_results, mismatched_submissions = EXCLUDED.mismatched_submissions,
        unanswered_results = EXCLUDED.unanswered_results
 RETURNING test_id
 """
@@ -566,11 +524,64 @@ def get_histogram(conn: psycopg.Connection, test_id: str) -> Histogram | None:
     return Histogram(row[0], tuple(row[1]), row[2]) if row else None
 
 
+# Item analysis, computed when it is read, from the sums the marker keeps (item_sums, option_counts,
+# item_totals) over each student's counted scan, an unanswered question scoring 0 (see
+# docs/architecture.md, "Item analysis", for the formulas): a few rows per question,
+# in one snapshot with the student count and data-quality totals it is reported with. Reads are rare
+# next to markings, and computing it was two thirds of every statistics refresh. A test without
+# statistics has none (404, like its aggregate).
+_ITEM_ANALYSIS = """
+WITH whole AS (
+    SELECT coalesce(max(students), 0)::float8 AS n, coalesce(max(sum_t), 0)::float8 AS st,
+           coalesce(max(sum_tt), 0)::float8 AS stt
+      FROM item_totals WHERE test_id = %(test_id)s
+), per_q AS (
+    SELECT question, answering, (sum_ratio / answering)::float8 AS difficulty, nonbinary = 0 AS binary,
+           sum_x::float8 AS sx, sum_xx::float8 AS sxx, sum_xt::float8 AS sxt
+      FROM item_sums WHERE test_id = %(test_id)s AND answering > 0
+), q AS (
+    SELECT per_q.*, w.n, w.st, w.stt,
+           -- the item against the rest of the test (total minus the item), over every analysed student
+           (w.n * (sxt - sxx) - sx * (w.st - sx))
+               / nullif(sqrt(greatest(w.n * sxx - sx * sx, 0)
+                             * greatest(w.n * (w.stt - 2 * sxt + sxx) - (w.st - sx) ^ 2, 0)), 0) AS discrimination,
+           sxx / w.n - (sx / w.n) ^ 2 AS variance
+      FROM per_q CROSS JOIN whole w
+), opts AS MATERIALIZED (  -- once, not once per question (the planner expects one row of q)
+    SELECT o.question,
+           json_agg(json_build_object('option', o.option, 'count', o.c, 'frequency', o.c::float8 / q.answering,
+                                        'flagged', o.c::float8 / q.answering < 0.05) ORDER BY o.option) AS options,
+           bool_or(o.c::float8 / q.answering < 0.05) AS flagged
+      FROM (SELECT question, option, chosen AS c FROM option_counts WHERE test_id = %(test_id)s AND chosen > 0) o
+      JOIN q USING (question)
+     GROUP BY o.question
+), items AS (
+    SELECT coalesce(json_agg(json_build_object(
+               'question', q.question, 'answering', q.answering, 'difficulty', q.difficulty,
+               'discrimination', q.discrimination, 'flagged', opts.flagged, 'options', opts.options)
+             ORDER BY CASE WHEN q.question ~ '^[0-9]{1,18}$' THEN q.question::bigint END NULLS LAST, q.question),
+             '[]'::json) AS items,
+           count(*) AS k, sum(q.variance) AS item_variance, bool_and(q.binary) AS binary
+      FROM q JOIN opts USING (question)
+), reliability AS (
+    SELECT CASE WHEN items.k > 1 AND w.n > 0 AND w.stt / w.n - (w.st / w.n) ^ 2 > 0
+                THEN items.k / (items.k - 1.0)
+                     * (1 - items.item_variance / (w.stt / w.n - (w.st / w.n) ^ 2)) END AS alpha,
+           items.binary
+      FROM items CROSS JOIN whole w
+)
+SELECT ts.test_id, (SELECT coalesce(sum(students), 0) FROM test_scores WHERE test_id = %(test_id)s)::int,
+       whole.n::int, reliability.alpha, CASE WHEN reliability.binary THEN reliability.alpha END, items.items,
+       coalesce(tq.submissions, 0), coalesce(tq.mismatched_results, 0), coalesce(tq.mismatched_submissions, 0),
+       coalesce(tq.unanswered_results, 0)
+  FROM test_statistics ts CROSS JOIN whole CROSS JOIN items CROSS JOIN reliability
+  LEFT JOIN test_quality tq ON tq.test_id = ts.test_id
+ WHERE ts.test_id = %(test_id)s
+"""
+
+
 def get_item_analysis(conn: psycopg.Connection, test_id: str) -> ItemAnalysis | None:
-    row = conn.execute(
-        "SELECT test_id, count, analysed_students, cronbach_alpha, kr20, items, submission_count,"
-        " mismatched_results, mismatched_submissions, unanswered_results"
-        " FROM test_statistics WHERE test_id = %s", (test_id,)).fetchone()
+    row = conn.execute(_ITEM_ANALYSIS, {"test_id": test_id}).fetchone()
     return ItemAnalysis(*row) if row else None
 
 

@@ -1,7 +1,8 @@
 """Analysts' read side: the test catalogue, a test's histogram, item analysis and student export.
 
 Each use case validates its input and answers an outcome (shared/pipeline/outcomes.py); the views
-themselves are precomputed with the statistics (shared/db/results.py, _COMPUTE).
+themselves are precomputed with the statistics (shared/db/results.py, _COMPUTE), except item
+analysis, computed when read from the sums the marking keeps (_ITEM_ANALYSIS).
 """
 from __future__ import annotations
 

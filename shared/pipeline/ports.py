@@ -173,7 +173,8 @@ class PipelineStore(Protocol):
 
 
 class ResultsReader(Protocol):
-    """The analysts' precomputed views (refreshed with the statistics, so never stale after a 201)."""
+    """The analysts' views: refreshed with the statistics, or (item analysis) computed when read from
+    the sums the marking keeps, so never stale after a 201."""
 
     def list_tests(self, after: str | None, limit: int) -> Sequence[CatalogueEntry]:
         """Up to `limit` tests with statistics, by test id, after `after` (None: from the start)."""

@@ -286,7 +286,26 @@ def test_migration_0006_on_existing_results(postgres_server):
             assert hist.counts == (0, 0, 0, 0, 0, 0, 1, 0, 0, 1) and hist.total == 2
             [entry] = results_db.list_tests(c, None, 10)
             assert (entry.max_available, entry.submission_count) == (10, 2)
-            assert results_db.get_item_analysis(c, "t").unanswered_results == 4
+            assert c.execute("SELECT unanswered_results FROM test_statistics").fetchone() == (4,)
     finally:
         with psycopg.connect(postgres_server, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_item_analysis_is_computed_when_read_from_the_current_sums(conn):
+    """Not stored by the refresh (migration 0010): a read reflects every committed marking, in one
+    snapshot with its student count and data-quality totals."""
+    assert results_db.get_item_analysis(conn, "t1") is None  # no statistics yet: unknown test
+    mark(conn, [(SID[0], [scan("s1", 2, 2, answers(1, 1)), scan("s2", 1, 2, answers(1, 0))])])
+    first = results_db.get_item_analysis(conn, "t1")
+    assert (first.student_count, first.analysed_students, first.submission_count) == (2, 2, 1)
+    with conn.transaction():  # a marking whose statistics are not refreshed (yet)
+        results_db.stage_many(conn, [(SID[1], [TestResult(1, "s3", "t1", 2, 0, None, None, None,
+                                                          AnswerSheet.of(answers(0, 0)))])])
+        results_db.apply_markings(conn, [(SID[1], SID[1])])
+    later = results_db.get_item_analysis(conn, "t1")
+    assert (later.student_count, later.analysed_students, later.submission_count) == (3, 3, 2)
+    assert [i["difficulty"] for i in later.items] == [pytest.approx(2 / 3), pytest.approx(1 / 3)]
+    columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns"
+                                          " WHERE table_name = 'test_statistics'")}
+    assert not columns & {"items", "cronbach_alpha", "kr20", "analysed_students"}
