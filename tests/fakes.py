@@ -161,6 +161,12 @@ class FakeStore:
             self.staged[a.ref.submission_id] = list(a.results)
         self.record_events(validation_events(accepted, rejected))
 
+    def record_and_mark(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected],
+                        at: datetime) -> MarkingOutcome:
+        self._check([a.ref.submission_id for a in accepted] + [r.ref.submission_id for r in rejected])  # all or none
+        self.record_validation(accepted, rejected)
+        return self.apply_markings([a.ref for a in accepted], at)
+
     def apply_markings(self, refs: Sequence[SubmissionRef], at: datetime) -> MarkingOutcome:
         self._check([r.submission_id for r in refs])
         outcome = MarkingOutcome()

@@ -156,6 +156,10 @@ class PipelineStore(Protocol):
     def apply_markings(self, refs: Sequence[SubmissionRef], at: datetime) -> MarkingOutcome:
         """Merge each run's staged rows into the results once (highest marks kept); status -> marked."""
 
+    def record_and_mark(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected],
+                        at: datetime) -> MarkingOutcome:
+        """record_validation, then apply_markings of the accepted runs, in one transaction."""
+
     def refresh_statistics(self, test_versions: Mapping[str, int]) -> list[str]:
         """Bring each test's statistics up to at least its version; returns the tests recomputed."""
 

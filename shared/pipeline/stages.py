@@ -138,11 +138,18 @@ def validate_received(documents: Sequence[Received], *, bus: Bus, store: Pipelin
     started = time.perf_counter()
     parsed = [(d.ref, parse_results_document(d.body, max_errors=MAX_REPORTED_PROBLEMS), d.received_at)
               for d in documents]
-    return _record_verdicts(parsed, started, bus=bus, store=store, clock=clock)
+    return _record_verdicts(parsed, started, bus=bus, store=store, clock=clock, with_marking=True)
 
 
 def _record_verdicts(parsed: Sequence[tuple[SubmissionRef, ParsedDocument | Failure, datetime | None]],
-                     started: float, *, bus: Bus, store: PipelineStore, clock: Clock) -> dict[str, int]:
+                     started: float, *, bus: Bus, store: PipelineStore, clock: Clock,
+                     with_marking: bool = False) -> dict[str, int]:
+    """Record the verdicts, then mark and aggregate what was accepted.
+
+    `with_marking`: staging and marking in one transaction (store.record_and_mark), for documents the
+    receiver validates (validate_now.py): if anything fails, nothing of them is recorded and the
+    receiver hands them to the queue path. Otherwise (the validation stage) the verdicts commit
+    first, and a failed marking is handed to the marking stage (see `_finish_in_place`)."""
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
     failed: list[Event] = []
@@ -158,18 +165,28 @@ def _record_verdicts(parsed: Sequence[tuple[SubmissionRef, ParsedDocument | Fail
             rejected.append(Rejected(ref, tuple(e.to_json() for e in document.errors), document.error_count,
                                      document.result_count, warnings, at, received_at))
     parsed_at = time.perf_counter()
-    store.record_validation(accepted, rejected)
+    outcome = store.record_and_mark(accepted, rejected, at) if with_marking else None
+    if outcome is None:
+        store.record_validation(accepted, rejected)
     if failed:
         store.record_events(failed)
     # One line per batch (the ids in it), not per submission: logging was a tenth of a busy host's CPU.
     # The seconds say where a large document's time goes (reading and parsing, then staging).
     if accepted:
-        log.info("validated %d submission(s) (read and parsed in %.2f s, staged in %.2f s): %s", len(accepted),
-                 parsed_at - started, time.perf_counter() - parsed_at, " ".join(a.ref.submission_id for a in accepted))
+        log.info("validated %d submission(s) (read and parsed in %.2f s, %s in %.2f s): %s", len(accepted),
+                 parsed_at - started, "staged" if outcome is None else "staged and marked",
+                 time.perf_counter() - parsed_at, " ".join(a.ref.submission_id for a in accepted))
     for r in rejected:
         log.info("rejected: %d problem(s)", r.error_count, extra={"submission_id": r.ref.submission_id})
     counts = {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
-    if accepted:
+    if outcome is not None:
+        _marked(outcome, store=store, at=at, seconds=time.perf_counter() - parsed_at)
+        counts["failed"] += len(outcome.nothing_to_mark)
+        counts["marked"] = len(outcome.marked)
+        if outcome.marked:
+            aggregate([_aggregation(m) for m in outcome.marked], store=store, clock=clock)
+            counts["completed"] = len(outcome.marked)
+    elif accepted:
         for key, n in _finish_in_place([a.ref for a in accepted], bus=bus, store=store, clock=clock).items():
             counts[key] = counts.get(key, 0) + n
     return counts
@@ -224,7 +241,11 @@ def mark(batch: Sequence[dict[str, Any]], *, bus: Bus, store: PipelineStore, clo
 def _apply_markings(refs: Sequence[SubmissionRef], *, store: PipelineStore, at: datetime) -> MarkingOutcome:
     started = time.perf_counter()
     outcome = store.apply_markings(refs, at)
-    seconds = time.perf_counter() - started
+    return _marked(outcome, store=store, at=at, seconds=time.perf_counter() - started)
+
+
+def _marked(outcome: MarkingOutcome, *, store: PipelineStore, at: datetime, seconds: float) -> MarkingOutcome:
+    """Record the marking's permanent failures and log what it did."""
     if outcome.nothing_to_mark:
         store.record_events([
             _failed(ref, Failure("marking", "nothing-to-mark",

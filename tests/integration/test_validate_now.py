@@ -41,10 +41,10 @@ def test_a_receiver_that_dies_mid_validation_leaves_a_safety_net_that_completes_
     def die(*args, **kwargs):
         raise Died()
 
-    store.record_validation = die
+    store.record_and_mark = die
     with pytest.raises(Died):
         pipeline.post_document(DOC, wait=True)
-    del store.record_validation
+    del store.record_and_mark
     (deferred,) = pipeline.peek(VALIDATION)
     assert deferred.message_id.endswith("/validation/deferred") and deferred.state == "scheduled"
     assert deferred.scheduled_enqueue_time_utc > datetime.now(UTC) + timedelta(seconds=60)
@@ -66,3 +66,32 @@ def test_cancel_withdraws_only_messages_no_consumer_has_taken(pipeline):
     assert engine.cancel_scheduled(VALIDATION, [*tokens, "c"]) == 2
     assert [m.message_id for m in engine.peek(VALIDATION)] == ["c"]  # still held by its consumer
     assert engine.cancel_scheduled(VALIDATION, tokens) == 0  # already gone: nothing to do
+
+
+@pytest.fixture
+def impatient(monkeypatch, database_url, vault_storage, vault_table):
+    """A pipeline whose receiver waits 1 s on the queue path (nothing consumes here unless drained)."""
+    with pipeline_env(monkeypatch, database_url, vault_storage, vault_table, MARKR_IMPORT_WAIT_SECONDS=1) as p:
+        yield p
+
+
+def test_staging_and_marking_in_the_receiver_are_one_transaction(impatient, monkeypatch):
+    """A marking that fails leaves nothing of the document recorded; the queue path then does it all."""
+    from shared.db import results
+
+    pipeline = impatient
+    real = results.apply_markings
+
+    def broken(conn, runs):
+        raise RuntimeError("marking failed")
+
+    monkeypatch.setattr(results, "apply_markings", broken)
+    answer = pipeline.post_document(DOC, wait=True)
+    assert answer.status == 202, answer.body  # the queue path's wait saw nothing settle (nobody consumed)
+    sid = answer.json()["submissionId"]
+    assert pipeline.sql("SELECT count(*) FROM validated_results") == [(0,)]
+    assert pipeline.sql("SELECT count(*) FROM submissions") == [(0,)]  # not even `validated`
+    monkeypatch.setattr(results, "apply_markings", real)
+    assert pipeline.drain() == 1  # the immediate message; the deferred one is still scheduled
+    state = pipeline.http("GET", f"/api/submissions/{sid}").json()
+    assert state["status"] == "completed" and state["results"] == 2
