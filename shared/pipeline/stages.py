@@ -180,7 +180,7 @@ def _record_verdicts(parsed: Sequence[tuple[SubmissionRef, ParsedDocument | Fail
         log.info("rejected: %d problem(s)", r.error_count, extra={"submission_id": r.ref.submission_id})
     counts = {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
     if outcome is not None:
-        _marked(outcome, store=store, at=at, seconds=time.perf_counter() - parsed_at)
+        _marked(outcome, store=store, at=at, seconds=None)  # its time is in the line above
         counts["failed"] += len(outcome.nothing_to_mark)
         counts["marked"] = len(outcome.marked)
         if outcome.marked:
@@ -244,7 +244,7 @@ def _apply_markings(refs: Sequence[SubmissionRef], *, store: PipelineStore, at: 
     return _marked(outcome, store=store, at=at, seconds=time.perf_counter() - started)
 
 
-def _marked(outcome: MarkingOutcome, *, store: PipelineStore, at: datetime, seconds: float) -> MarkingOutcome:
+def _marked(outcome: MarkingOutcome, *, store: PipelineStore, at: datetime, seconds: float | None) -> MarkingOutcome:
     """Record the marking's permanent failures and log what it did."""
     if outcome.nothing_to_mark:
         store.record_events([
@@ -252,8 +252,9 @@ def _marked(outcome: MarkingOutcome, *, store: PipelineStore, at: datetime, seco
                                  f"submission {ref.submission_id} has no validated results to mark"), at)
             for ref in outcome.nothing_to_mark])
     if outcome.marked:
-        log.info("marked %d submission(s) (%d applied before) in %.2f s: %s", len(outcome.marked),
-                 sum(not m.newly_applied for m in outcome.marked), seconds,
+        took = "" if seconds is None else f" in {seconds:.2f} s"
+        log.info("marked %d submission(s) (%d applied before)%s: %s", len(outcome.marked),
+                 sum(not m.newly_applied for m in outcome.marked), took,
                  " ".join(m.ref.submission_id for m in outcome.marked))
     return outcome
 
