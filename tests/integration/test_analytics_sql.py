@@ -10,6 +10,7 @@ import pytest
 
 from shared.db import results as results_db
 from shared.domain.model import Answer, AnswerSheet, TestResult
+from tests.migrating import database_before
 
 SID = [f"01JA00000000000000000000{i:02d}" for i in range(10)]
 
@@ -258,38 +259,25 @@ def test_questions_and_options_round_trip_whatever_their_characters(conn):
 
 def test_migration_0006_on_existing_results(postgres_server):
     """Results marked before 0006: counted scans, catalogue figures and histogram are filled in."""
-    from shared.db.migrations import migration_files
-
-    name = "t_upgrade_0006"
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        with psycopg.connect(postgres_server.rpartition("/")[0] + "/" + name, autocommit=True) as c:
-            files = dict(migration_files())
-            for version in sorted(v for v in files if v < 6):
-                c.execute(files[version].read_text())
-            c.execute("""
-                INSERT INTO validated_results VALUES ('S1', 1, 't', 'a', 10, 4), ('S1', 2, 't', 'a', 10, 6),
-                                                     ('S2', 1, 't', 'a', 10, 6), ('S2', 2, 't', 'b', 10, 10);
-                INSERT INTO applied_markings VALUES ('S1', 'S1', '{"t": 1}', 2), ('S2', 'S2', '{"t": 2}', 2);
-                INSERT INTO tests VALUES ('t', 2);
-                INSERT INTO student_results VALUES ('t', 'a', 10, 6, '{S1,S2}'), ('t', 'b', 10, 10, '{S2}');
-                INSERT INTO test_statistics (test_id, computed_version, count, mean, stddev, min, max, p25, p50, p75)
-                     VALUES ('t', 2, 2, 80, 20, 60, 100, 70, 80, 90);
-            """)
-            c.execute(files[6].read_text())
-            pointers = c.execute("SELECT student_number, best_submission_id, best_result FROM student_results"
-                                 " ORDER BY 1").fetchall()
-            assert pointers == [("a", "S2", 1), ("b", "S2", 2)]  # a: 6 twice, the later submission
-            hist = results_db.get_histogram(c, "t")
-            assert hist.counts == (0, 0, 0, 0, 0, 0, 1, 0, 0, 1) and hist.total == 2
-            [entry] = results_db.list_tests(c, None, 10)
-            assert (entry.max_available, entry.submission_count) == (10, 2)
-            assert c.execute("SELECT unanswered_results FROM test_statistics").fetchone() == (4,)
-    finally:
-        with psycopg.connect(postgres_server, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_before(postgres_server, 6) as (c, migrate):
+        c.execute("""
+            INSERT INTO validated_results VALUES ('S1', 1, 't', 'a', 10, 4), ('S1', 2, 't', 'a', 10, 6),
+                                                 ('S2', 1, 't', 'a', 10, 6), ('S2', 2, 't', 'b', 10, 10);
+            INSERT INTO applied_markings VALUES ('S1', 'S1', '{"t": 1}', 2), ('S2', 'S2', '{"t": 2}', 2);
+            INSERT INTO tests VALUES ('t', 2);
+            INSERT INTO student_results VALUES ('t', 'a', 10, 6, '{S1,S2}'), ('t', 'b', 10, 10, '{S2}');
+            INSERT INTO test_statistics (test_id, computed_version, count, mean, stddev, min, max, p25, p50, p75)
+                 VALUES ('t', 2, 2, 80, 20, 60, 100, 70, 80, 90);
+        """)
+        migrate()
+        pointers = c.execute("SELECT student_number, best_submission_id, best_result FROM student_results"
+                             " ORDER BY 1").fetchall()
+        assert pointers == [("a", "S2", 1), ("b", "S2", 2)]  # a: 6 twice, the later submission
+        hist = results_db.get_histogram(c, "t")
+        assert hist.counts == (0, 0, 0, 0, 0, 0, 1, 0, 0, 1) and hist.total == 2
+        [entry] = results_db.list_tests(c, None, 10)
+        assert (entry.max_available, entry.submission_count) == (10, 2)
+        assert c.execute("SELECT unanswered_results FROM test_statistics").fetchone() == (4,)
 
 
 def test_item_analysis_is_computed_when_read_from_the_current_sums(conn):

@@ -8,6 +8,7 @@ import pytest
 from shared.db import results as results_db
 from shared.domain.results_document import TestResult
 from shared.domain.scoring_policy import best_marks, percent
+from tests.migrating import database_before
 
 SID = ["01JA0000000000000000000000", "01JA0000000000000000000001", "01JA0000000000000000000002"]
 
@@ -165,47 +166,20 @@ def test_a_refresh_in_progress_holds_off_other_refreshes_of_its_test_but_no_mark
 
 def test_migration_0008_moves_the_lineage_arrays_into_rows(postgres_server):
     """Results marked before 0008 keep their lineage: one student_submissions row per listed submission."""
-    from shared.db.migrations import migration_files
-
-    name = "t_upgrade_0008"
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        with psycopg.connect(postgres_server.rpartition("/")[0] + "/" + name, autocommit=True) as c:
-            files = dict(migration_files())
-            for version in sorted(v for v in files if v < 8):
-                c.execute(files[version].read_text())
-            c.execute("INSERT INTO student_results (test_id, student_number, available, obtained, submission_ids)"
-                      " VALUES ('t', 'a', 10, 6, '{S1,S2}'), ('t', 'b', 10, 10, '{S2}'), ('u', 'a', 5, 5, '{S3}')")
-            c.execute(files[8].read_text())
-            assert c.execute("SELECT test_id, student_number, submission_id FROM student_submissions"
-                             " ORDER BY 1, 2, 3").fetchall() == [
-                ("t", "a", "S1"), ("t", "a", "S2"), ("t", "b", "S2"), ("u", "a", "S3")]
-            columns = {r[0] for r in c.execute("SELECT column_name FROM information_schema.columns"
-                                                " WHERE table_name = 'student_results'")}
-            assert "submission_ids" not in columns and "best_submission_id" in columns
-    finally:
-        with psycopg.connect(postgres_server, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_before(postgres_server, 8) as (c, migrate):
+        c.execute("INSERT INTO student_results (test_id, student_number, available, obtained, submission_ids)"
+                  " VALUES ('t', 'a', 10, 6, '{S1,S2}'), ('t', 'b', 10, 10, '{S2}'), ('u', 'a', 5, 5, '{S3}')")
+        migrate()
+        assert c.execute("SELECT test_id, student_number, submission_id FROM student_submissions"
+                         " ORDER BY 1, 2, 3").fetchall() == [
+            ("t", "a", "S1"), ("t", "a", "S2"), ("t", "b", "S2"), ("u", "a", "S3")]
+        columns = {r[0] for r in c.execute("SELECT column_name FROM information_schema.columns"
+                                            " WHERE table_name = 'student_results'")}
+        assert "submission_ids" not in columns and "best_submission_id" in columns
 
 
 def test_migration_0009_totals_the_data_quality_of_existing_submissions(postgres_server):
-    from shared.db.migrations import migration_files
-
-    name = "t_upgrade_0009"
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        with psycopg.connect(postgres_server.rpartition("/")[0] + "/" + name, autocommit=True) as c:
-            files = dict(migration_files())
-            for version in sorted(v for v in files if v < 9):
-                c.execute(files[version].read_text())
-            c.execute("INSERT INTO test_submissions VALUES ('t', 'S1', 5, 2, 1), ('t', 'S2', 4, 0, 3), ('u', 'S1', 1, 0, 0)")
-            c.execute(files[9].read_text())
-            assert c.execute("SELECT * FROM test_quality ORDER BY 1").fetchall() == [
-                ("t", 2, 2, 1, 4), ("u", 1, 0, 0, 0)]
-    finally:
-        with psycopg.connect(postgres_server, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with database_before(postgres_server, 9) as (c, migrate):
+        c.execute("INSERT INTO test_submissions VALUES ('t', 'S1', 5, 2, 1), ('t', 'S2', 4, 0, 3), ('u', 'S1', 1, 0, 0)")
+        migrate()
+        assert c.execute("SELECT * FROM test_quality ORDER BY 1").fetchall() == [("t", 2, 2, 1, 4), ("u", 1, 0, 0, 0)]

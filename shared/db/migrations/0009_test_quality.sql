@@ -15,56 +15,31 @@ SELECT test_id, count(*), sum(mismatched_results), count(*) FILTER (WHERE mismat
        sum(unanswered_results)
   FROM test_submissions GROUP BY test_id;
 
--- One set-based adjustment per statement (transition tables): rows added count +1, rows removed -1,
--- and an updated row (a marking applied again) -1 as it was and +1 as it is.
+-- One set-based adjustment per statement (transition tables): the rows a statement added count +1
+-- and the rows it removed -1, an updated row (a marking applied again) both, as it was and as it is.
+-- Each trigger hands its rows over under one name with their sign, so one statement does them all.
 CREATE FUNCTION count_test_quality() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    sign integer := TG_ARGV[0]::integer;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO test_quality AS q (test_id, submissions, mismatched_results, mismatched_submissions,
-                                       unanswered_results)
-        SELECT test_id, sum(n), sum(n * mismatched_results), coalesce(sum(n) FILTER (WHERE mismatched_results > 0), 0),
-               sum(n * unanswered_results)
-          FROM (SELECT test_id, 1 AS n, mismatched_results, unanswered_results FROM new_rows) c
-         GROUP BY test_id ORDER BY test_id
-        ON CONFLICT (test_id) DO UPDATE
-           SET submissions = q.submissions + excluded.submissions,
-               mismatched_results = q.mismatched_results + excluded.mismatched_results,
-               mismatched_submissions = q.mismatched_submissions + excluded.mismatched_submissions,
-               unanswered_results = q.unanswered_results + excluded.unanswered_results;
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO test_quality AS q (test_id, submissions, mismatched_results, mismatched_submissions,
-                                       unanswered_results)
-        SELECT test_id, sum(n), sum(n * mismatched_results), coalesce(sum(n) FILTER (WHERE mismatched_results > 0), 0),
-               sum(n * unanswered_results)
-          FROM (SELECT test_id, -1 AS n, mismatched_results, unanswered_results FROM old_rows) c
-         GROUP BY test_id ORDER BY test_id
-        ON CONFLICT (test_id) DO UPDATE
-           SET submissions = q.submissions + excluded.submissions,
-               mismatched_results = q.mismatched_results + excluded.mismatched_results,
-               mismatched_submissions = q.mismatched_submissions + excluded.mismatched_submissions,
-               unanswered_results = q.unanswered_results + excluded.unanswered_results;
-    ELSE
-        INSERT INTO test_quality AS q (test_id, submissions, mismatched_results, mismatched_submissions,
-                                       unanswered_results)
-        SELECT test_id, sum(n), sum(n * mismatched_results), coalesce(sum(n) FILTER (WHERE mismatched_results > 0), 0),
-               sum(n * unanswered_results)
-          FROM (SELECT test_id, 1 AS n, mismatched_results, unanswered_results FROM new_rows
-                UNION ALL
-                SELECT test_id, -1, mismatched_results, unanswered_results FROM old_rows) c
-         GROUP BY test_id ORDER BY test_id
-        ON CONFLICT (test_id) DO UPDATE
-           SET submissions = q.submissions + excluded.submissions,
-               mismatched_results = q.mismatched_results + excluded.mismatched_results,
-               mismatched_submissions = q.mismatched_submissions + excluded.mismatched_submissions,
-               unanswered_results = q.unanswered_results + excluded.unanswered_results;
-    END IF;
+    INSERT INTO test_quality AS q (test_id, submissions, mismatched_results, mismatched_submissions, unanswered_results)
+    SELECT test_id, sign * count(*), sign * sum(mismatched_results), sign * count(*) FILTER (WHERE mismatched_results > 0),
+           sign * sum(unanswered_results)
+      FROM changed_rows GROUP BY test_id ORDER BY test_id
+    ON CONFLICT (test_id) DO UPDATE
+       SET submissions = q.submissions + excluded.submissions,
+           mismatched_results = q.mismatched_results + excluded.mismatched_results,
+           mismatched_submissions = q.mismatched_submissions + excluded.mismatched_submissions,
+           unanswered_results = q.unanswered_results + excluded.unanswered_results;
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER test_submissions_counted_on_insert AFTER INSERT ON test_submissions
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_test_quality();
+    REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION count_test_quality('1');
+CREATE TRIGGER test_submissions_uncounted_on_update AFTER UPDATE ON test_submissions
+    REFERENCING OLD TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION count_test_quality('-1');
 CREATE TRIGGER test_submissions_counted_on_update AFTER UPDATE ON test_submissions
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_test_quality();
-CREATE TRIGGER test_submissions_counted_on_delete AFTER DELETE ON test_submissions
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_test_quality();
+    REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION count_test_quality('1');
+CREATE TRIGGER test_submissions_uncounted_on_delete AFTER DELETE ON test_submissions
+    REFERENCING OLD TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION count_test_quality('-1');
