@@ -77,22 +77,25 @@ class ValidateNow:
         deferred = [messages.validation(d.ref, d.inline, d.received_at, deferred=True) for d in documents]
         tokens = self._bus.schedule(VALIDATION, deferred, self._clock() + self._safety)
         errors = self._validate(documents)
-        done = [t for d, t in zip(documents, tokens, strict=True) if d.ref.submission_id not in errors]
-        if done:
-            try:
-                self._bus.cancel_scheduled(VALIDATION, done)
-            except Exception as exc:  # noqa: BLE001 - the messages fall due later and find the work done
-                log.warning("could not cancel %d scheduled validation message(s) (%s: %s)", len(done),
-                            type(exc).__name__, exc)
-        try:
-            statuses = self._store.statuses([d.ref.submission_id for d in documents if d.ref.submission_id
-                                             not in errors]) if done else {}
-        except Exception as exc:  # noqa: BLE001 - the verdicts are recorded; the caller reads them itself
-            log.warning("reading the statuses of %d document(s) validated in place failed (%s: %s)", len(done),
-                        type(exc).__name__, exc)
-            statuses = {}
+        done = [(d.ref.submission_id, t) for d, t in zip(documents, tokens, strict=True)
+                if d.ref.submission_id not in errors]
+        statuses = self._settle([sid for sid, _ in done], [t for _, t in done]) if done else {}
         return [Verdict(error=errors[d.ref.submission_id]) if d.ref.submission_id in errors
                 else Verdict(status=statuses.get(d.ref.submission_id)) for d in documents]
+
+    def _settle(self, submission_ids: list[str], tokens: list[str]) -> dict[str, SubmissionStatus]:
+        """Withdraw the safety nets of the documents done, and read their statuses."""
+        try:
+            self._bus.cancel_scheduled(VALIDATION, tokens)
+        except Exception as exc:  # noqa: BLE001 - the messages fall due later and find the work done
+            log.warning("could not cancel %d scheduled validation message(s) (%s: %s)", len(tokens),
+                        type(exc).__name__, exc)
+        try:
+            return self._store.statuses(submission_ids)
+        except Exception as exc:  # noqa: BLE001 - the verdicts are recorded; the receiver waits for them instead
+            log.warning("reading the statuses of %d document(s) validated in place failed (%s: %s)",
+                        len(submission_ids), type(exc).__name__, exc)
+            return {}
 
     def _validate(self, documents: Sequence[Received]) -> dict[str, Exception]:
         """The documents whose validation failed (each tried on its own after a failed group)."""

@@ -171,3 +171,15 @@ def test_an_import_is_announced_while_it_is_vaulted_and_withdrawn_if_the_vault_f
     s.vault.put = watching_put
     s.post(respond_async=True)
     assert seen == [{}]  # an import that does not wait is not validated here, so not announced
+
+
+def test_if_the_statuses_cannot_be_read_back_the_receiver_waits_for_them_as_on_the_queue_path():
+    s = Stack()
+
+    def unreadable(ids):
+        raise ConnectionError("connection lost after the commit")
+
+    s.store.statuses = unreadable
+    outcome = s.post()
+    assert isinstance(outcome, ImportSettled) and outcome.state.status == Status.COMPLETED
+    assert len(s.waits) == 1 and s.bus.on(VALIDATION) == []  # waited; nothing handed to the queue
