@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from ulid import ULID
 
 from shared.bus.queues import VALIDATION
+from shared.coalescing import Announcement
 from shared.domain.submission_status import FINAL, SubmissionStatus
 from shared.pipeline import messages
 from shared.pipeline.messages import InlineBody, SubmissionRef
@@ -63,39 +64,16 @@ def import_document(req: ImportRequest, *, vault: Vault, bus: Bus, source: str, 
     here = validate_now if waits else None
     # Announced while it is being vaulted, so a validation run starting meanwhile waits for it.
     with here.expecting() if here is not None else nullcontext() as announced:
-        submission_id = str(ULID())
-        ref = SubmissionRef(submission_id, source, run_id=submission_id)
-        received_at = datetime.now(UTC)
-        try:
-            record = vault.put(source=source, submission_id=submission_id,
-                               content_type=req.content_type or MEDIA_TYPE, body=req.body, received_at=received_at)
-        except Exception:
-            log.exception("vault write failed; nothing was stored", extra={"submission_id": submission_id})
-            return Problem("storage-unavailable", "the document could not be stored; retry later")
-        log.info("vaulted %d bytes (sha256 %s)", record.byte_size, record.sha256[:12],
-                 extra={"submission_id": submission_id})
-        inline = InlineBody.of(record)
+        vaulted = _vault(vault, req, source)
+        if isinstance(vaulted, Problem):
+            return vaulted
         if here is not None:
-            try:
-                verdict = here(Received(ref, req.body, received_at, inline), announced=announced)
-            except Exception as exc:  # its safety-net message could not be scheduled: nothing was done
-                return _not_queued(vault, ref, exc)
-            state = verdict.status
-            if verdict.error is None and state is not None and state.run_id == submission_id \
-                    and state.status in FINAL:
-                return ImportSettled(state)
-            if verdict.error is not None:  # the queue path takes over at once; the scheduled message stays too
-                try:
-                    bus.send(VALIDATION, messages.validation(ref, inline, received_at))
-                except Exception:  # noqa: BLE001 - the scheduled message validates it later
-                    log.warning("enqueue after a failed validation in place failed; the scheduled message "
-                                "remains", exc_info=True, extra={"submission_id": submission_id})
-                    return ImportPending(submission_id)
+            answer = _validate_here(here, vaulted, req.body, announced, vault=vault, bus=bus)
         else:
-            try:
-                bus.send(VALIDATION, messages.validation(ref, inline, received_at))
-            except Exception as exc:
-                return _not_queued(vault, ref, exc)
+            answer = _enqueue(vaulted, vault=vault, bus=bus)
+        if answer is not None:
+            return answer
+    submission_id = vaulted.ref.submission_id
     if not waits:
         return ImportPending(submission_id)
     try:
@@ -107,6 +85,57 @@ def import_document(req: ImportRequest, *, vault: Vault, bus: Bus, source: str, 
     if state is not None and state.run_id == submission_id and state.status in FINAL:
         return ImportSettled(state)
     return ImportPending(submission_id, state)
+
+
+@dataclass(frozen=True)
+class _Vaulted:
+    ref: SubmissionRef
+    received_at: datetime
+    inline: InlineBody | None  # the stored bytes, when the body is small enough to travel in a message
+
+
+def _vault(vault: Vault, req: ImportRequest, source: str) -> _Vaulted | Problem:
+    submission_id = str(ULID())
+    received_at = datetime.now(UTC)
+    try:
+        record = vault.put(source=source, submission_id=submission_id, content_type=req.content_type or MEDIA_TYPE,
+                           body=req.body, received_at=received_at)
+    except Exception:
+        log.exception("vault write failed; nothing was stored", extra={"submission_id": submission_id})
+        return Problem("storage-unavailable", "the document could not be stored; retry later")
+    log.info("vaulted %d bytes (sha256 %s)", record.byte_size, record.sha256[:12],
+             extra={"submission_id": submission_id})
+    return _Vaulted(SubmissionRef(submission_id, source, run_id=submission_id), received_at, InlineBody.of(record))
+
+
+def _enqueue(vaulted: _Vaulted, *, vault: Vault, bus: Bus) -> Problem | None:
+    """Hand the document to the validator; None once it is queued."""
+    try:
+        bus.send(VALIDATION, messages.validation(vaulted.ref, vaulted.inline, vaulted.received_at))
+    except Exception as exc:
+        return _not_queued(vault, vaulted.ref, exc)
+    return None
+
+
+def _validate_here(here: ValidateNow, vaulted: _Vaulted, body: bytes, announced: Announcement | None, *,
+                   vault: Vault, bus: Bus) -> Problem | ImportPending | ImportSettled | None:
+    """The verdict, or None when the document went to the queue path after all (wait for it there)."""
+    try:
+        verdict = here(Received(vaulted.ref, body, vaulted.received_at, vaulted.inline), announced=announced)
+    except Exception as exc:  # its safety-net message could not be scheduled: nothing was done
+        return _not_queued(vault, vaulted.ref, exc)
+    state = verdict.status
+    if verdict.error is None:
+        if state is not None and state.run_id == vaulted.ref.run_id and state.status in FINAL:
+            return ImportSettled(state)
+        return None  # recorded, but not settled here (or not read back): wait for it
+    try:  # the queue path takes over at once; the scheduled message stays too
+        bus.send(VALIDATION, messages.validation(vaulted.ref, vaulted.inline, vaulted.received_at))
+    except Exception:  # noqa: BLE001 - the scheduled message validates it later
+        log.warning("enqueue after a failed validation in place failed; the scheduled message remains",
+                    exc_info=True, extra={"submission_id": vaulted.ref.submission_id})
+        return ImportPending(vaulted.ref.submission_id)
+    return None
 
 
 def _not_queued(vault: Vault, ref: SubmissionRef, exc: Exception) -> Problem:
