@@ -6,6 +6,7 @@ of a stage checks the same rules the SQL is tested against in tests/integration.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import statistics as stats
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,15 @@ from shared.bus.port import OutgoingMessage
 from shared.domain.scoring_policy import BestMarks
 from shared.domain.submission_status import Event, SubmissionStatus, apply
 from shared.pipeline.messages import SubmissionRef
-from shared.pipeline.ports import Accepted, Marked, MarkingOutcome, Rejected, Statistics, validation_events
+from shared.pipeline.ports import (
+    Accepted,
+    Marked,
+    MarkingOutcome,
+    Rejected,
+    Statistics,
+    needed_versions,
+    validation_events,
+)
 from shared.vault import body as bodies
 from shared.vault.model import VaultRecord
 
@@ -161,11 +170,31 @@ class FakeStore:
             self.staged[a.ref.submission_id] = list(a.results)
         self.record_events(validation_events(accepted, rejected))
 
-    def record_and_mark(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected],
-                        at: datetime) -> MarkingOutcome:
+    def record_and_complete(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected],
+                            at: datetime) -> MarkingOutcome:
         self._check([a.ref.submission_id for a in accepted] + [r.ref.submission_id for r in rejected])  # all or none
-        self.record_validation(accepted, rejected)
-        return self.apply_markings([a.ref for a in accepted], at)
+        before = copy.deepcopy(self._state())
+        try:
+            self.record_validation(accepted, rejected)
+            outcome = self.apply_markings([a.ref for a in accepted], at)
+            outcome.recomputed = self.refresh_statistics(needed_versions(outcome.marked))
+            self.record_events([Event(m.ref.submission_id, m.ref.source, m.ref.run_id, "aggregated", at,
+                                      test_ids=tuple(sorted(m.test_versions))) for m in outcome.marked])
+            ids = [a.ref.submission_id for a in accepted] + [r.ref.submission_id for r in rejected]
+            outcome.statuses = {sid: self.states[sid] for sid in ids}
+        except BaseException:
+            self._restore(before)  # a rolled-back transaction
+            raise
+        return outcome
+
+    _STATE = ("staged", "applied", "best", "versions", "computed", "recomputations", "states")
+
+    def _state(self) -> dict:
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def _restore(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def apply_markings(self, refs: Sequence[SubmissionRef], at: datetime) -> MarkingOutcome:
         self._check([r.submission_id for r in refs])

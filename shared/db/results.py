@@ -475,12 +475,35 @@ def refresh_many(conn: psycopg.Connection, test_versions: Mapping[str, int]) -> 
     if not behind:
         return []
     with conn.pipeline(), conn.transaction():
-        conn.execute(_LOCK_STATISTICS, {"tests": behind})
-        conn.execute("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
-        # Each statement after the locks, so it sees what the refreshes before us committed.
-        computed = [conn.execute(_COMPUTE, {"test_id": t, "at_least": test_versions[t]}, prepare=True)
-                    for t in behind]
-    return [t for t, cursor in zip(behind, computed, strict=True) if cursor.fetchone() is not None]
+        computing = _queue_refresh(conn, {t: test_versions[t] for t in behind})
+    return _recomputed(computing)
+
+
+def refresh_last(conn: psycopg.Connection, test_versions: Mapping[str, int]) -> list[str]:
+    """Recompute the tests not yet at their versions, in one round trip, as the last statements of
+    the caller's transaction (the plan setting below holds until it ends); returns those recomputed.
+
+    A marking's own transaction may call it after its version bump: it holds the tests rows, so every
+    earlier marking of them has committed and is seen, and the statistics commit with the marking.
+    """
+    if not test_versions:
+        return []
+    with conn.pipeline():
+        computing = _queue_refresh(conn, test_versions)
+    return _recomputed(computing)
+
+
+def _queue_refresh(conn: psycopg.Connection, test_versions: Mapping[str, int]) -> list[tuple[str, psycopg.Cursor]]:
+    """The refresh statements, queued in the caller's pipeline and transaction."""
+    tests = sorted(test_versions)
+    conn.execute(_LOCK_STATISTICS, {"tests": tests})
+    conn.execute("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
+    # Each statement after the locks, so it sees what the refreshes before us committed.
+    return [(t, conn.execute(_COMPUTE, {"test_id": t, "at_least": test_versions[t]}, prepare=True)) for t in tests]
+
+
+def _recomputed(computing: list[tuple[str, psycopg.Cursor]]) -> list[str]:
+    return [t for t, cursor in computing if cursor.fetchone() is not None]
 
 
 def refresh_statistics(conn: psycopg.Connection, test_id: str, at_least_version: int) -> bool:

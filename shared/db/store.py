@@ -19,6 +19,7 @@ from shared.pipeline.ports import (
     MarkingOutcome,
     Rejected,
     Statistics,
+    needed_versions,
     validation_events,
 )
 
@@ -61,18 +62,22 @@ class PostgresStore:
             submissions.record_events(conn, events)
         return outcome
 
-    def record_and_mark(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected],
-                        at: datetime) -> MarkingOutcome:
-        """One transaction, and the statuses in one pass (validated and marked together): a
-        waiting import's verdict takes a commit and two round trips less."""
+    def record_and_complete(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected],
+                            at: datetime) -> MarkingOutcome:
+        """Verdicts, marking and statistics in one transaction, the statuses in one pass (validated,
+        marked, completed): two commits and a status pass less than the stages one after another."""
         events = validation_events(accepted, rejected)
         outcome = MarkingOutcome()
         with self.pool.connection() as conn, conn.transaction():
             if accepted:
                 results.stage_many(conn, [(a.ref.submission_id, a.results) for a in accepted])
                 outcome, marked = _mark(conn, [a.ref for a in accepted], at)
-                events += marked
-            submissions.record_events(conn, events)
+                events += marked + [Event(m.ref.submission_id, m.ref.source, m.ref.run_id, "aggregated", at,
+                                          test_ids=tuple(sorted(m.test_versions))) for m in outcome.marked]
+            outcome.statuses = {state.submission_id: state for state in submissions.record_events(conn, events)}
+            # Last: its plan setting holds to the commit. The version bump holds the tests rows, so
+            # the statistics cover every marking of them before this one, and this one.
+            outcome.recomputed = results.refresh_last(conn, needed_versions(outcome.marked))
         return outcome
 
     def refresh_statistics(self, test_versions: Mapping[str, int]) -> list[str]:

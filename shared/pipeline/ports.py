@@ -75,6 +75,15 @@ class Marked:
     newly_applied: bool = True
 
 
+def needed_versions(marked: Sequence[Marked]) -> dict[str, int]:
+    """The version each test's statistics must reach to cover all of `marked`."""
+    needed: dict[str, int] = {}
+    for m in marked:
+        for test_id, version in m.test_versions.items():
+            needed[test_id] = max(needed.get(test_id, 0), version)
+    return needed
+
+
 @dataclass(frozen=True)
 class Statistics:
     test_id: str
@@ -144,6 +153,8 @@ class ItemAnalysis:
 class MarkingOutcome:
     marked: list[Marked] = field(default_factory=list)
     nothing_to_mark: list[SubmissionRef] = field(default_factory=list)  # no validated rows
+    statuses: dict[str, SubmissionStatus] = field(default_factory=dict)  # as record_and_complete left them
+    recomputed: list[str] = field(default_factory=list)  # the tests record_and_complete recomputed
 
 
 class PipelineStore(Protocol):
@@ -156,9 +167,10 @@ class PipelineStore(Protocol):
     def apply_markings(self, refs: Sequence[SubmissionRef], at: datetime) -> MarkingOutcome:
         """Merge each run's staged rows into the results once (highest marks kept); status -> marked."""
 
-    def record_and_mark(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected],
-                        at: datetime) -> MarkingOutcome:
-        """record_validation, then apply_markings of the accepted runs, in one transaction."""
+    def record_and_complete(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected],
+                            at: datetime) -> MarkingOutcome:
+        """record_validation, apply_markings of the accepted runs and refresh_statistics of what they
+        marked, in one transaction: the marked submissions are completed (aggregated) with it."""
 
     def refresh_statistics(self, test_versions: Mapping[str, int]) -> list[str]:
         """Bring each test's statistics up to at least its version; returns the tests recomputed."""

@@ -1,8 +1,8 @@
 """The queue-triggered stages: validate, mark, aggregate (batches) and notify.
 
-The validator marks what it accepted and brings the statistics up to date in the same invocation;
-the marking and aggregation stages only take over the submissions for which that failed there
-(see `_finish_in_place`).
+The validator records its verdicts, marks what it accepted and brings the statistics up to date in
+one transaction (`_record_verdicts`); the marking and aggregation stages only take over the
+submissions for which that failed there (see `_finish_in_place`).
 
 Each takes the decoded messages of one batch and the ports it needs, works set-based (one store
 transaction, one send per batch), and records the status transitions it causes itself. Every stage
@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from shared.bus.queues import AGGREGATION, MARKING
 from shared.domain.model import ParsedDocument
 from shared.domain.results_document import parse_results_document
-from shared.domain.submission_status import Event
+from shared.domain.submission_status import Event, SubmissionStatus
 from shared.pipeline import messages
 from shared.pipeline.messages import InlineBody, SubmissionRef
 from shared.pipeline.ports import (
@@ -133,23 +133,29 @@ class Received:
 
 
 def validate_received(documents: Sequence[Received], *, bus: Bus, store: PipelineStore,
-                      clock: Clock = _now) -> dict[str, int]:
-    """Validation of documents the receiver holds: the same verdicts and records, no vault read."""
+                      clock: Clock = _now) -> dict[str, SubmissionStatus]:
+    """Validation of documents the receiver holds: the same verdicts and records, no vault read.
+    Returns the statuses the recording left, as committed (some may be missing: read them)."""
     started = time.perf_counter()
     parsed = [(d.ref, parse_results_document(d.body, max_errors=MAX_REPORTED_PROBLEMS), d.received_at)
               for d in documents]
-    return _record_verdicts(parsed, started, bus=bus, store=store, clock=clock, with_marking=True)
+    statuses: dict[str, SubmissionStatus] = {}
+    _record_verdicts(parsed, started, bus=bus, store=store, clock=clock, in_receiver=True, statuses=statuses)
+    return statuses
 
 
 def _record_verdicts(parsed: Sequence[tuple[SubmissionRef, ParsedDocument | Failure, datetime | None]],
                      started: float, *, bus: Bus, store: PipelineStore, clock: Clock,
-                     with_marking: bool = False) -> dict[str, int]:
-    """Record the verdicts, then mark and aggregate what was accepted.
+                     in_receiver: bool = False, statuses: dict[str, SubmissionStatus] | None = None,
+                     ) -> dict[str, int]:
+    """Record the verdicts, mark what was accepted and bring its tests' statistics up to date, in one
+    transaction (store.record_and_complete).
 
-    `with_marking`: staging and marking in one transaction (store.record_and_mark), for documents the
-    receiver validates (validate_now.py): if anything fails, nothing of them is recorded and the
-    receiver hands them to the queue path. Otherwise (the validation stage) the verdicts commit
-    first, and a failed marking is handed to the marking stage (see `_finish_in_place`)."""
+    If that fails, nothing of it is recorded. In the receiver (`in_receiver`, validate_now.py) the
+    failure goes up, and the receiver hands the documents to the queue path. In the validation stage
+    the steps run again one at a time: the verdicts commit first, and a failed marking or refresh is
+    handed to its own stage (see `_finish_in_place`), which retries and dead-letters it alone.
+    `statuses` (if given) receives the statuses the transaction left."""
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
     failed: list[Event] = []
@@ -165,27 +171,37 @@ def _record_verdicts(parsed: Sequence[tuple[SubmissionRef, ParsedDocument | Fail
             rejected.append(Rejected(ref, tuple(e.to_json() for e in document.errors), document.error_count,
                                      document.result_count, warnings, at, received_at))
     parsed_at = time.perf_counter()
-    outcome = store.record_and_mark(accepted, rejected, at) if with_marking else None
-    if outcome is None:
-        store.record_validation(accepted, rejected)
+    outcome: MarkingOutcome | None = None
+    if accepted or rejected:
+        try:
+            outcome = store.record_and_complete(accepted, rejected, at)
+        except Exception as exc:
+            if in_receiver:
+                raise
+            log.warning("recording, marking and aggregating %d document(s) together failed (%s: %s); "
+                        "one step at a time", len(accepted) + len(rejected), type(exc).__name__, exc)
+            store.record_validation(accepted, rejected)
     if failed:
         store.record_events(failed)
     # One line per batch (the ids in it), not per submission: logging was a tenth of a busy host's CPU.
     # The seconds say where a large document's time goes (reading and parsing, then staging).
     if accepted:
+        done = ("staged" if outcome is None else
+                f"staged, marked and statistics of {len(outcome.recomputed)} test(s) recomputed")
         log.info("validated %d submission(s) (read and parsed in %.2f s, %s in %.2f s): %s", len(accepted),
-                 parsed_at - started, "staged" if outcome is None else "staged and marked",
-                 time.perf_counter() - parsed_at, " ".join(a.ref.submission_id for a in accepted))
+                 parsed_at - started, done, time.perf_counter() - parsed_at,
+                 " ".join(a.ref.submission_id for a in accepted))
     for r in rejected:
         log.info("rejected: %d problem(s)", r.error_count, extra={"submission_id": r.ref.submission_id})
     counts = {"validated": len(accepted), "rejected": len(rejected), "failed": len(failed)}
     if outcome is not None:
         _marked(outcome, store=store, at=at, seconds=None)  # its time is in the line above
+        if statuses is not None:
+            nothing = {ref.submission_id for ref in outcome.nothing_to_mark}  # failed since: read them
+            statuses.update((sid, state) for sid, state in outcome.statuses.items() if sid not in nothing)
         counts["failed"] += len(outcome.nothing_to_mark)
         counts["marked"] = len(outcome.marked)
-        if outcome.marked:
-            aggregate([_aggregation(m) for m in outcome.marked], store=store, clock=clock)
-            counts["completed"] = len(outcome.marked)
+        counts["completed"] = len(outcome.marked)
     elif accepted:
         for key, n in _finish_in_place([a.ref for a in accepted], bus=bus, store=store, clock=clock).items():
             counts[key] = counts.get(key, 0) + n

@@ -76,20 +76,25 @@ class ValidateNow:
     def _run(self, _key: None, documents: Sequence[Received]) -> list[Verdict]:
         deferred = [messages.validation(d.ref, d.inline, d.received_at, deferred=True) for d in documents]
         tokens = self._bus.schedule(VALIDATION, deferred, self._clock() + self._safety)
-        errors = self._validate(documents)
+        statuses: dict[str, SubmissionStatus] = {}
+        errors = self._validate(documents, statuses)
         done = [(d.ref.submission_id, t) for d, t in zip(documents, tokens, strict=True)
                 if d.ref.submission_id not in errors]
-        statuses = self._settle([sid for sid, _ in done], [t for _, t in done]) if done else {}
+        if done:
+            statuses.update(self._settle([sid for sid, _ in done if sid not in statuses], [t for _, t in done]))
         return [Verdict(error=errors[d.ref.submission_id]) if d.ref.submission_id in errors
                 else Verdict(status=statuses.get(d.ref.submission_id)) for d in documents]
 
     def _settle(self, submission_ids: list[str], tokens: list[str]) -> dict[str, SubmissionStatus]:
-        """Withdraw the safety nets of the documents done, and read their statuses."""
+        """Withdraw the safety nets of the documents done, and read the statuses of `submission_ids`
+        (those the recording did not answer with)."""
         try:
             self._bus.cancel_scheduled(VALIDATION, tokens)
         except Exception as exc:  # noqa: BLE001 - the messages fall due later and find the work done
             log.warning("could not cancel %d scheduled validation message(s) (%s: %s)", len(tokens),
                         type(exc).__name__, exc)
+        if not submission_ids:
+            return {}
         try:
             return self._store.statuses(submission_ids)
         except Exception as exc:  # noqa: BLE001 - the verdicts are recorded; the receiver waits for them instead
@@ -97,10 +102,11 @@ class ValidateNow:
                         len(submission_ids), type(exc).__name__, exc)
             return {}
 
-    def _validate(self, documents: Sequence[Received]) -> dict[str, Exception]:
-        """The documents whose validation failed (each tried on its own after a failed group)."""
+    def _validate(self, documents: Sequence[Received], statuses: dict[str, SubmissionStatus]) -> dict[str, Exception]:
+        """The documents whose validation failed (each tried on its own after a failed group); the
+        statuses the others' recording left go into `statuses`."""
         try:
-            stages.validate_received(documents, bus=self._bus, store=self._store, clock=self._clock)
+            statuses.update(stages.validate_received(documents, bus=self._bus, store=self._store, clock=self._clock))
             return {}
         except Exception as whole:  # noqa: BLE001 - find out which documents fail on their own
             if len(documents) == 1:
@@ -111,5 +117,5 @@ class ValidateNow:
                         len(documents), type(whole).__name__, whole)
         errors: dict[str, Exception] = {}
         for document in documents:
-            errors.update(self._validate([document]))
+            errors.update(self._validate([document], statuses))
         return errors

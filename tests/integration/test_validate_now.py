@@ -41,10 +41,10 @@ def test_a_receiver_that_dies_mid_validation_leaves_a_safety_net_that_completes_
     def die(*args, **kwargs):
         raise Died()
 
-    store.record_and_mark = die
+    store.record_and_complete = die
     with pytest.raises(Died):
         pipeline.post_document(DOC, wait=True)
-    del store.record_and_mark
+    del store.record_and_complete
     (deferred,) = pipeline.peek(VALIDATION)
     assert deferred.message_id.endswith("/validation/deferred") and deferred.state == "scheduled"
     assert deferred.scheduled_enqueue_time_utc > datetime.now(UTC) + timedelta(seconds=60)
@@ -95,3 +95,27 @@ def test_staging_and_marking_in_the_receiver_are_one_transaction(impatient, monk
     assert pipeline.drain() == 1  # the immediate message; the deferred one is still scheduled
     state = pipeline.http("GET", f"/api/submissions/{sid}").json()
     assert state["status"] == "completed" and state["results"] == 2
+
+
+def test_statistics_commit_with_the_marking_or_not_at_all(impatient, monkeypatch):
+    """A refresh that fails undoes the verdict and the marking with it; the validator then takes the
+    steps one at a time, and the aggregator the statistics."""
+    from shared.bus.queues import AGGREGATION
+    from shared.db import results
+
+    pipeline = impatient
+    real = results._COMPUTE
+    monkeypatch.setattr(results, "_COMPUTE", "SELECT 1/0 WHERE %(test_id)s::text IS NOT NULL"
+                                             " AND %(at_least)s::bigint IS NOT NULL")
+    answer = pipeline.post_document(DOC, wait=True)
+    assert answer.status == 202, answer.body
+    sid = answer.json()["submissionId"]
+    for table in ("validated_results", "student_results", "test_statistics", "submissions"):
+        assert pipeline.sql(f"SELECT count(*) FROM {table}") == [(0,)], table
+    assert pipeline.deliver_one(VALIDATION)  # together fails again; then verdict and marking stand
+    assert pipeline.sql("SELECT status, marked_at IS NOT NULL FROM submissions") == [("validated", True)]
+    assert len(pipeline.peek(AGGREGATION)) == 1
+    monkeypatch.setattr(results, "_COMPUTE", real)
+    assert pipeline.drain() >= 1
+    assert pipeline.http("GET", f"/api/submissions/{sid}").json()["status"] == "completed"
+    assert pipeline.http("GET", "/api/results/t/aggregate").json()["count"] == 2

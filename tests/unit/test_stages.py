@@ -167,6 +167,25 @@ def test_status_moves_in_order_and_records_each_stage_time(ports):
     stages.validate(bodies(bus, VALIDATION), vault=vault, bus=bus, store=store, clock=lambda: next(times))
     state = store.states[sid]
     assert state.status == "completed"
+    # One transaction did all three: one time for them.
+    assert state.received_at < state.validated_at == state.marked_at == state.completed_at
+
+
+def test_step_at_a_time_each_stage_records_its_own_time(ports):
+    _, _, store = ports
+    start = datetime.now(UTC)
+    times = iter(start + timedelta(seconds=n + 1) for n in range(10))
+    sid = receive(ports, make_document([GOOD]))
+    vault, bus, _ = ports
+
+    def together_fails(*args):
+        raise ConnectionError("lost the connection mid-transaction")
+
+    store.record_and_complete = together_fails
+    counts = stages.validate(bodies(bus, VALIDATION), vault=vault, bus=bus, store=store, clock=lambda: next(times))
+    assert counts == {"validated": 1, "rejected": 0, "failed": 0, "marked": 1, "completed": 1}
+    state = store.states[sid]
+    assert state.status == "completed"
     assert state.received_at < state.validated_at < state.marked_at < state.completed_at
 
 
@@ -175,20 +194,20 @@ def test_the_validator_marks_in_place_and_hands_over_to_the_marker_when_that_fai
     sids = [receive(ports, make_document([{**GOOD, "student_number": str(i)}])) for i in range(3)]
     real_apply, calls = store.apply_markings, []
 
-    def failing_once(refs, at):
+    def failing_in_this_invocation(refs, at):  # together with the verdicts, then on its own
         calls.append([r.submission_id for r in refs])
-        if len(calls) == 1:
+        if len(calls) <= 2:
             raise ConnectionError("lost the connection mid-marking")
         return real_apply(refs, at)
 
-    store.apply_markings = failing_once
+    store.apply_markings = failing_in_this_invocation
     counts = stages.validate(bodies(bus, VALIDATION), vault=vault, bus=bus, store=store)
     assert counts == {"validated": 3, "rejected": 0, "failed": 0, "marked": 0, "queued_for_marking": 3}
     assert [store.states[s].status for s in sids] == ["validated"] * 3  # the validation itself stands
     assert [m["submissionId"] for m in bodies(bus, MARKING)] == sids and bus.on(AGGREGATION) == []
     assert stages.mark(bodies(bus, MARKING), bus=bus, store=store) == {"marked": 3, "failed": 0}
     stages.aggregate(bodies(bus, AGGREGATION), store=store)
-    assert [store.states[s].status for s in sids] == ["completed"] * 3 and calls == [sids, sids]
+    assert [store.states[s].status for s in sids] == ["completed"] * 3 and calls == [sids, sids, sids]
 
 
 def test_a_redelivered_validation_marks_again_without_duplicates(ports):
@@ -206,12 +225,15 @@ def test_the_validator_hands_over_to_the_aggregator_when_the_statistics_fail_in_
     vault, bus, store = ports
     sids = [receive(ports, make_document([{**GOOD, "student_number": str(i)}])) for i in range(2)]
     real_refresh = store.refresh_statistics
+    failures = iter([ConnectionError("lost the connection mid-recompute")] * 2)
 
-    def failing_once(needed):
-        store.refresh_statistics = real_refresh
-        raise ConnectionError("lost the connection mid-recompute")
+    def failing_in_this_invocation(needed):  # together with the marking, then on its own
+        failure = next(failures, None)
+        if failure is None:
+            return real_refresh(needed)
+        raise failure
 
-    store.refresh_statistics = failing_once
+    store.refresh_statistics = failing_in_this_invocation
     counts = stages.validate(bodies(bus, VALIDATION), vault=vault, bus=bus, store=store)
     assert counts == {"validated": 2, "rejected": 0, "failed": 0, "marked": 2, "queued_for_aggregation": 2}
     assert [store.states[s].marked_at is not None for s in sids] == [True, True]  # the marking stands

@@ -173,12 +173,28 @@ def test_an_import_is_announced_while_it_is_vaulted_and_withdrawn_if_the_vault_f
     assert seen == [{}]  # an import that does not wait is not validated here, so not announced
 
 
+def test_the_verdict_comes_from_the_recording_transaction_without_reading_it_back():
+    s = Stack()
+    reads = []
+    s.store.statuses = lambda ids: reads.append(ids) or {}
+    outcome = s.post()
+    assert isinstance(outcome, ImportSettled) and outcome.state.status == Status.COMPLETED
+    assert reads == [] and s.waits == []
+
+
 def test_if_the_statuses_cannot_be_read_back_the_receiver_waits_for_them_as_on_the_queue_path():
     s = Stack()
+    real = s.store.record_and_complete
+
+    def answering_without_statuses(*args):
+        outcome = real(*args)
+        outcome.statuses = {}
+        return outcome
 
     def unreadable(ids):
         raise ConnectionError("connection lost after the commit")
 
+    s.store.record_and_complete = answering_without_statuses
     s.store.statuses = unreadable
     outcome = s.post()
     assert isinstance(outcome, ImportSettled) and outcome.state.status == Status.COMPLETED
