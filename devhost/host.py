@@ -48,7 +48,9 @@ class LocalFunctionHost:
         link = EngineLink(engine) if queue_functions else None
         self.consumers = [QueueConsumer(f, link, max_concurrent_calls=concurrency,
                                         max_auto_lock_renewal=renewal, idle_wait=idle_wait,
-                                        max_message_batch_size=batch_size, counts=self.counts)
+                                        max_message_batch_size=batch_size, counts=self.counts,
+                                        min_message_batch_size=min(self.config.min_message_batch_size, batch_size),
+                                        max_batch_wait=self.config.max_batch_wait.total_seconds())
                           for f in queue_functions]
         self.timers = [TimerRunner(f, self.counts) for f in self.functions
                        if isinstance(f, TimerFunction) and run_timers]

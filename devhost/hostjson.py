@@ -28,6 +28,9 @@ class HostConfig:
     max_concurrent_calls: int = 16  # the Functions host's default
     max_auto_lock_renewal: timedelta = timedelta(minutes=5)
     max_message_batch_size: int = 1000  # the Service Bus extension's default (cardinality=MANY)
+    # A batch trigger waits up to max_batch_wait to gather min_message_batch_size messages (extension 5.10+).
+    min_message_batch_size: int = 1
+    max_batch_wait: timedelta = timedelta(seconds=30)
 
 
 def load_host_config(path: Path = HOST_JSON) -> HostConfig:
@@ -39,9 +42,18 @@ def load_host_config(path: Path = HOST_JSON) -> HostConfig:
     bus = extensions.get("serviceBus", {})
     default = HostConfig()
     renewal = bus.get("maxAutoLockRenewalDuration")
-    return HostConfig(
+    wait = bus.get("maxBatchWaitTime")
+    config = HostConfig(
         route_prefix=str(http.get("routePrefix", default.route_prefix)).strip("/"),
         max_concurrent_calls=int(bus.get("maxConcurrentCalls", default.max_concurrent_calls)),
         max_auto_lock_renewal=parse_timespan(renewal) if renewal else default.max_auto_lock_renewal,
         max_message_batch_size=int(bus.get("maxMessageBatchSize", default.max_message_batch_size)),
+        min_message_batch_size=int(bus.get("minMessageBatchSize", default.min_message_batch_size)),
+        max_batch_wait=parse_timespan(wait) if wait else default.max_batch_wait,
     )
+    # The extension's own checks at start-up.
+    if config.min_message_batch_size > config.max_message_batch_size:
+        raise ValueError("host.json: minMessageBatchSize must not exceed maxMessageBatchSize")
+    if config.max_batch_wait > timedelta(seconds=150):
+        raise ValueError("host.json: maxBatchWaitTime may be at most 00:02:30")
+    return config

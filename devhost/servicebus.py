@@ -3,7 +3,9 @@
 Per queue function: one dispatcher thread peek-locks messages and runs each invocation in a thread
 of its own. A single-message trigger gets up to `max_concurrent_calls` invocations at once; a batch
 trigger (cardinality=MANY) gets one invocation in flight, with every message available at that
-moment up to `max_message_batch_size` (the dispatcher never waits to fill a batch). An invocation
+moment up to `max_message_batch_size`; with `min_message_batch_size` above 1 it first waits, up to
+`max_batch_wait` seconds, for that many (host.json minMessageBatchSize and maxBatchWaitTime, as in
+the Service Bus extension: fewer, larger batches when messages trickle in). An invocation
 that returns completes its message(s); one that raises abandons them all (the engine dead-letters
 at max delivery count). Locks are renewed while an invocation runs, for at most
 `max_auto_lock_renewal`; once a lock is lost the message is redelivered and the late settlement is
@@ -28,6 +30,7 @@ from devhost.discovery import QueueFunction
 from devhost.invoke import call
 
 log = logging.getLogger("devhost.servicebus")
+_FILL_RECEIVES = 5  # receives while a batch trigger waits to fill its batch
 _STATE = {"active": 0, "deferred": 1, "scheduled": 2}
 
 
@@ -110,7 +113,8 @@ class _Delivery:
 class QueueConsumer:
     def __init__(self, fn: QueueFunction, engine: Any, *, max_concurrent_calls: int,
                  max_auto_lock_renewal: timedelta, idle_wait: float = 1.0, max_message_batch_size: int = 1000,
-                 counts: InvocationCounts | None = None) -> None:
+                 counts: InvocationCounts | None = None, min_message_batch_size: int = 1,
+                 max_batch_wait: float = 30.0) -> None:
         self.link = engine if isinstance(engine, EngineLink) else EngineLink(engine)
         lock_seconds = self.link.check_queue(fn.queue, fn.name)
         if max_concurrent_calls < 1:
@@ -121,6 +125,12 @@ class QueueConsumer:
         # A batch function has one batch in flight at a time, as in the Service Bus extension.
         self.max_concurrent_calls = 1 if fn.many else max_concurrent_calls
         self.batch_size = max_message_batch_size if fn.many else 1
+        if fn.many and min_message_batch_size > 1 and max_batch_wait > lock_seconds / 2:
+            # The extension's advice: its held messages' locks are not renewed while it waits.
+            raise ValueError(f"max_batch_wait ({max_batch_wait} s) must be at most half of queue "
+                             f"{fn.queue!r}'s lock duration ({lock_seconds} s)")
+        self.min_batch_size = min(min_message_batch_size, self.batch_size) if fn.many else 1
+        self.max_batch_wait = max_batch_wait
         self.renewal_limit = max_auto_lock_renewal.total_seconds()
         self.renew_every = lock_seconds / 2
         self.idle_wait = idle_wait
@@ -179,7 +189,7 @@ class QueueConsumer:
                 self._release(slots)
                 return
             try:
-                # Whatever is available now, never waiting to fill a batch.
+                # Whatever is available now (a batch trigger may then wait to fill its batch).
                 messages = self.link.receive(self.fn.queue, slots * self.batch_size)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - keep pumping; the database may come back
@@ -189,6 +199,8 @@ class QueueConsumer:
                 self._stop.wait(min(5.0, 0.2 * 2 ** failures))
                 continue
             if self.fn.many:
+                if 0 < len(messages) < self.min_batch_size:
+                    self._fill(messages)
                 deliveries = [messages] if messages else []
             else:
                 deliveries = [[message] for message in messages]
@@ -201,6 +213,22 @@ class QueueConsumer:
                 except Exception as exc:  # noqa: BLE001
                     log.warning("waiting on %r failed (%s: %s)", self.fn.queue, type(exc).__name__, exc)
                     self._stop.wait(1.0)
+
+    def _fill(self, messages: list[Any]) -> None:
+        """Add to a batch until it has `min_batch_size` messages or `max_batch_wait` passed: a few
+        receives spread over the wait, not one per message sent meanwhile."""
+        deadline = time.monotonic() + self.max_batch_wait
+        while len(messages) < self.min_batch_size and not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._stop.wait(min(remaining, self.max_batch_wait / _FILL_RECEIVES))
+            try:
+                messages += self.link.receive(self.fn.queue, self.batch_size - len(messages))
+            except Exception as exc:  # noqa: BLE001 - dispatch what is held; the pump retries receiving
+                log.warning("receive from %r failed (%s: %s); dispatching a partial batch", self.fn.queue,
+                            type(exc).__name__, exc)
+                return
 
     def _release(self, count: int) -> None:
         for _ in range(count):

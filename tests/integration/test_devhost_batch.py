@@ -221,3 +221,56 @@ def test_max_message_batch_size_comes_from_host_json(tmp_path) -> None:
     assert load_host_config(path).max_message_batch_size == 50
     path.write_text(json.dumps({"version": "2.0"}))
     assert load_host_config(path).max_message_batch_size == 1000  # the Service Bus extension's default
+
+
+def test_min_message_batch_size_and_max_batch_wait_come_from_host_json(tmp_path) -> None:
+    from devhost.hostjson import load_host_config
+
+    path = tmp_path / "host.json"
+    bus = {"maxMessageBatchSize": 100, "minMessageBatchSize": 50, "maxBatchWaitTime": "00:00:00.250"}
+    path.write_text(json.dumps({"version": "2.0", "extensions": {"serviceBus": bus}}))
+    config = load_host_config(path)
+    assert (config.min_message_batch_size, config.max_batch_wait) == (50, timedelta(milliseconds=250))
+    path.write_text(json.dumps({"version": "2.0"}))
+    config = load_host_config(path)
+    assert (config.min_message_batch_size, config.max_batch_wait) == (1, timedelta(seconds=30))  # the extension's
+    for wrong in ({"maxMessageBatchSize": 10, "minMessageBatchSize": 11}, {"maxBatchWaitTime": "00:02:31"}):
+        path.write_text(json.dumps({"version": "2.0", "extensions": {"serviceBus": wrong}}))
+        with pytest.raises(ValueError, match="host.json"):
+            load_host_config(path)
+
+
+def test_a_batch_trigger_waits_for_its_minimum_batch_then_takes_what_came(make_host) -> None:
+    from devhost.hostjson import HostConfig
+
+    calls: list[list[str]] = []
+    config = HostConfig(max_message_batch_size=100, min_message_batch_size=3, max_batch_wait=timedelta(seconds=2))
+    host, engine = make_host(mixed_app(lambda msgs: calls.append([m.message_id for m in msgs])), config=config)
+    send(engine, BATCH, ["a"])
+    time.sleep(0.3)
+    assert calls == []  # waiting for two more
+    send(engine, BATCH, ["b", "c"])
+    wait_until(lambda: calls, what="the filled batch")
+    assert calls == [["a", "b", "c"]]
+
+
+def test_a_batch_trigger_runs_a_partial_batch_once_the_wait_is_over(make_host) -> None:
+    from devhost.hostjson import HostConfig
+
+    calls: list[tuple[list[str], float]] = []
+    config = HostConfig(max_message_batch_size=100, min_message_batch_size=10, max_batch_wait=timedelta(seconds=0.5))
+    host, engine = make_host(mixed_app(lambda msgs: calls.append(([m.message_id for m in msgs], time.monotonic()))),
+                             config=config)
+    sent = time.monotonic()
+    send(engine, BATCH, ["a", "b"])
+    wait_until(lambda: calls, what="the partial batch")
+    [(ids, at)] = calls
+    assert ids == ["a", "b"] and 0.4 < at - sent < 3
+
+
+def test_max_batch_wait_must_leave_half_the_lock(make_host) -> None:
+    from devhost.hostjson import HostConfig
+
+    config = HostConfig(min_message_batch_size=5, max_batch_wait=timedelta(seconds=20))
+    with pytest.raises(ValueError, match="half of queue"):
+        make_host(mixed_app(lambda msgs: None), config=config, lock_seconds=30, start=False)
