@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,17 +13,22 @@ from ulid import ULID
 
 from shared.bus.queues import VALIDATION
 from shared.coalescing import Announcement
+from shared.domain.model import ParsedDocument
 from shared.domain.submission_status import FINAL, SubmissionStatus
 from shared.pipeline import messages
 from shared.pipeline.messages import InlineBody, SubmissionRef
 from shared.pipeline.outcomes import ImportPending, ImportSettled, Problem
 from shared.pipeline.ports import Bus, Vault
-from shared.pipeline.stages import Received
+from shared.pipeline.stages import Received, parse_received
 from shared.pipeline.validate_now import ValidateNow
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "text/xml+markr"
+# A body validated here at least this large is parsed while it is vaulted: compressing, sealing and
+# writing it mostly wait outside the interpreter (a 50,000-result document: 0.4 s of a 1.9 s total).
+PARSE_WHILE_VAULTING_BYTES = 1 << 20
+_parsers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse-while-vaulting")
 
 Waiter = Callable[[str, str, float], SubmissionStatus | None]
 
@@ -64,11 +70,14 @@ def import_document(req: ImportRequest, *, vault: Vault, bus: Bus, source: str, 
     here = validate_now if waits else None
     # Announced while it is being vaulted, so a validation run starting meanwhile waits for it.
     with here.expecting() if here is not None else nullcontext() as announced:
+        parsing = (_parsers.submit(parse_received, req.body)
+                   if here is not None and len(req.body) >= PARSE_WHILE_VAULTING_BYTES else None)
         vaulted = _vault(vault, req, source)
         if isinstance(vaulted, Problem):
             return vaulted
         if here is not None:
-            answer = _validate_here(here, vaulted, req.body, announced, vault=vault, bus=bus)
+            answer = _validate_here(here, vaulted, req.body, announced, vault=vault, bus=bus,
+                                    parsed=_parsed(parsing))
         else:
             answer = _enqueue(vaulted, vault=vault, bus=bus)
         if answer is not None:
@@ -117,11 +126,22 @@ def _enqueue(vaulted: _Vaulted, *, vault: Vault, bus: Bus) -> Problem | None:
     return None
 
 
+def _parsed(parsing: Future[ParsedDocument] | None) -> ParsedDocument | None:
+    """The document parsed while it was vaulted, or None to parse it with its validation run."""
+    if parsing is None:
+        return None
+    try:
+        return parsing.result()
+    except Exception:  # noqa: BLE001 - the run parses it again and meets the same failure there
+        return None
+
+
 def _validate_here(here: ValidateNow, vaulted: _Vaulted, body: bytes, announced: Announcement | None, *,
-                   vault: Vault, bus: Bus) -> Problem | ImportPending | ImportSettled | None:
+                   vault: Vault, bus: Bus,
+                   parsed: ParsedDocument | None = None) -> Problem | ImportPending | ImportSettled | None:
     """The verdict, or None when the document went to the queue path after all (wait for it there)."""
     try:
-        verdict = here(Received(vaulted.ref, body, vaulted.received_at, vaulted.inline), announced=announced)
+        verdict = here(Received(vaulted.ref, body, vaulted.received_at, vaulted.inline, parsed), announced=announced)
     except Exception as exc:  # its safety-net message could not be scheduled: nothing was done
         return _not_queued(vault, vaulted.ref, exc)
     state = verdict.status

@@ -130,6 +130,12 @@ class Received:
     body: bytes
     received_at: datetime
     inline: InlineBody | None  # what a validation message for it carries
+    parsed: ParsedDocument | None = None  # parsed already (a large body, while it was vaulted)
+
+
+def parse_received(body: bytes) -> ParsedDocument:
+    """A document the receiver holds, parsed as the validation stage parses it."""
+    return parse_results_document(body, max_errors=MAX_REPORTED_PROBLEMS)
 
 
 def validate_received(documents: Sequence[Received], *, bus: Bus, store: PipelineStore,
@@ -137,7 +143,7 @@ def validate_received(documents: Sequence[Received], *, bus: Bus, store: Pipelin
     """Validation of documents the receiver holds: the same verdicts and records, no vault read.
     Returns the statuses the recording left, as committed (some may be missing: read them)."""
     started = time.perf_counter()
-    parsed = [(d.ref, parse_results_document(d.body, max_errors=MAX_REPORTED_PROBLEMS), d.received_at)
+    parsed = [(d.ref, d.parsed if d.parsed is not None else parse_received(d.body), d.received_at)
               for d in documents]
     statuses: dict[str, SubmissionStatus] = {}
     _record_verdicts(parsed, started, bus=bus, store=store, clock=clock, in_receiver=True, statuses=statuses)

@@ -199,3 +199,34 @@ def test_if_the_statuses_cannot_be_read_back_the_receiver_waits_for_them_as_on_t
     outcome = s.post()
     assert isinstance(outcome, ImportSettled) and outcome.state.status == Status.COMPLETED
     assert len(s.waits) == 1 and s.bus.on(VALIDATION) == []  # waited; nothing handed to the queue
+
+
+def test_a_large_document_is_parsed_while_it_is_vaulted_and_only_then(monkeypatch):
+    from shared.pipeline import receive, stages
+
+    s = Stack()
+    monkeypatch.setattr(receive, "PARSE_WHILE_VAULTING_BYTES", len(GOOD))
+    parsing, parses = threading.Event(), []
+    real_parse, real_put = stages.parse_received, s.vault.put
+
+    def parse(body):
+        parses.append(threading.current_thread().name)
+        parsing.set()
+        return real_parse(body)
+
+    monkeypatch.setattr(receive, "parse_received", parse)
+    monkeypatch.setattr(stages, "parse_received", parse)
+
+    def put(**kwargs):
+        assert parsing.wait(5), "the parse did not start while the vault write ran"
+        return real_put(**kwargs)
+
+    s.vault.put = put
+    outcome = s.post()
+    assert isinstance(outcome, ImportSettled) and outcome.state.status == Status.COMPLETED
+    assert len(parses) == 1 and parses[0].startswith("parse-while-vaulting")  # not parsed again by its run
+    monkeypatch.setattr(receive, "PARSE_WHILE_VAULTING_BYTES", len(GOOD) + 1)  # a smaller body: by its run
+    s.vault.put = real_put
+    outcome = s.post()
+    assert isinstance(outcome, ImportSettled) and outcome.state.status == Status.COMPLETED
+    assert len(parses) == 2 and not parses[1].startswith("parse-while-vaulting")
