@@ -461,7 +461,8 @@ def refresh_many(conn: psycopg.Connection, test_versions: Mapping[str, int]) -> 
     """Make each test's statistics cover at least its version; returns the tests recomputed.
 
     A burst of markings for one test yields one recomputation: refreshes of a test take turns (an
-    advisory lock), and markings do not wait for them. The markings that commit while one refresh
+    advisory lock), and markings do not wait for them (a validation that marks and refreshes in one
+    transaction, refresh_last, takes its turn like any refresh). The markings that commit while one refresh
     computes are then all covered by the next, which reads the latest version; the refreshes queued
     behind it find their version covered and do nothing. A batch's tests go in one transaction, in
     two round trips: which tests are behind, then their locks and computations together (pipeline
