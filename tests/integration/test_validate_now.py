@@ -119,3 +119,38 @@ def test_statistics_commit_with_the_marking_or_not_at_all(impatient, monkeypatch
     assert pipeline.drain() >= 1
     assert pipeline.http("GET", f"/api/submissions/{sid}").json()["status"] == "completed"
     assert pipeline.http("GET", "/api/results/t/aggregate").json()["count"] == 2
+
+
+def test_concurrent_validations_of_one_test_leave_statistics_covering_all_of_them(pipeline):
+    """Each transaction refreshes under the tests row lock its version bump took, so whichever
+    commits last computed over every marking before it: nothing is left uncounted."""
+    import threading
+
+    from shared.pipeline import stages
+    from shared.pipeline.messages import SubmissionRef
+    from shared.pipeline.stages import Received
+
+    services = bootstrap.services()
+    docs = [make_document([{"student_number": f"{i}-{j}", "test_id": "t", "available": 10, "obtained": i % 11}
+                           for j in range(3)]) for i in range(24)]
+    errors = []
+
+    def validate(i):
+        ref = SubmissionRef(f"sub{i:03d}", "default", f"sub{i:03d}")
+        try:
+            stages.validate_received([Received(ref, docs[i], datetime.now(UTC), None)],
+                                     bus=services.bus, store=services.store)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=validate, args=(i,)) for i in range(len(docs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert pipeline.sql("SELECT count(*) FROM submissions WHERE status = 'completed'") == [(24,)]
+    (version, computed, count), = pipeline.sql(
+        "SELECT t.results_version, s.computed_version, s.count FROM tests t JOIN test_statistics s USING (test_id)")
+    assert (computed, count) == (version, 72)
+    assert pipeline.http("GET", "/api/results/t/aggregate").json()["count"] == 72
