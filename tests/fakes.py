@@ -177,7 +177,7 @@ class FakeStore:
         try:
             self.record_validation(accepted, rejected)
             outcome = self.apply_markings([a.ref for a in accepted], at)
-            outcome.recomputed = self.refresh_statistics(needed_versions(outcome.marked))
+            outcome.recomputed = self.refresh_statistics(needed_versions(m.test_versions for m in outcome.marked))
             self.record_events([Event(m.ref.submission_id, m.ref.source, m.ref.run_id, "aggregated", at,
                                       test_ids=tuple(sorted(m.test_versions))) for m in outcome.marked])
             ids = [a.ref.submission_id for a in accepted] + [r.ref.submission_id for r in rejected]

@@ -77,7 +77,7 @@ class PostgresStore:
             outcome.statuses = {state.submission_id: state for state in submissions.record_events(conn, events)}
             # Last: its plan setting holds to the commit. The version bump holds the tests rows, so
             # the statistics cover every marking of them before this one, and this one.
-            outcome.recomputed = results.refresh_last(conn, needed_versions(outcome.marked))
+            outcome.recomputed = results.refresh_last(conn, needed_versions(m.test_versions for m in outcome.marked))
         return outcome
 
     def refresh_statistics(self, test_versions: Mapping[str, int]) -> list[str]:

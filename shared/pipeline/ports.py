@@ -5,7 +5,7 @@ Vault, `shared/bus/` for Bus; tests/fakes.py has in-memory versions of all three
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -75,11 +75,11 @@ class Marked:
     newly_applied: bool = True
 
 
-def needed_versions(marked: Sequence[Marked]) -> dict[str, int]:
-    """The version each test's statistics must reach to cover all of `marked`."""
+def needed_versions(test_versions: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """The version each test's statistics must reach to cover all of the markings' `test_versions`."""
     needed: dict[str, int] = {}
-    for m in marked:
-        for test_id, version in m.test_versions.items():
+    for versions in test_versions:
+        for test_id, version in versions.items():
             needed[test_id] = max(needed.get(test_id, 0), version)
     return needed
 

@@ -40,6 +40,7 @@ from shared.pipeline.ports import (
     PipelineStore,
     Rejected,
     Vault,
+    needed_versions,
 )
 from shared.vault.body import open_stream
 from shared.vault.crypto import Envelope
@@ -283,10 +284,7 @@ def _marked(outcome: MarkingOutcome, *, store: PipelineStore, at: datetime, seco
 
 def aggregate(batch: Sequence[dict[str, Any]], *, store: PipelineStore, clock: Clock = _now) -> dict[str, int]:
     """One recomputation per test for the whole batch, then every submission in it is complete."""
-    needed: dict[str, int] = {}
-    for data in batch:
-        for test_id, version in data["testVersions"].items():
-            needed[test_id] = max(needed.get(test_id, 0), version)
+    needed = needed_versions(data["testVersions"] for data in batch)
     started = time.perf_counter()
     recomputed = store.refresh_statistics(needed)
     seconds = time.perf_counter() - started
