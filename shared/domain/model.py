@@ -23,12 +23,15 @@ SEPARATOR = "\x1f"  # cannot occur in XML text or attributes, so it joins values
 @dataclass(frozen=True, slots=True)
 class AnswerSheet:
     """A scan's usable answers, kept compact (a 100,000-result document carries two million):
-    questions and options joined with SEPARATOR, marks as comma-separated whole numbers."""
+    questions and options joined with SEPARATOR, marks as comma-separated whole numbers, and the
+    sum of the awarded marks (validation adds them up anyway; staging a large document would
+    otherwise split and add them again, 0.1 s per 50,000 results)."""
 
     questions: str
     options: str
     available: str
     awarded: str
+    awarded_total: int
 
     @classmethod
     def of(cls, answers: Iterable[Answer]) -> AnswerSheet | None:
@@ -36,16 +39,13 @@ class AnswerSheet:
         if not answers:
             return None
         return cls(SEPARATOR.join(a.question for a in answers), SEPARATOR.join(a.option for a in answers),
-                   ",".join(str(a.available) for a in answers), ",".join(str(a.awarded) for a in answers))
+                   ",".join(str(a.available) for a in answers), ",".join(str(a.awarded) for a in answers),
+                   sum(a.awarded for a in answers))
 
     def answers(self) -> tuple[Answer, ...]:
         return tuple(Answer(q, o, int(av), int(aw)) for q, o, av, aw in zip(
             self.questions.split(SEPARATOR), self.options.split(SEPARATOR), self.available.split(","),
             self.awarded.split(","), strict=True))
-
-    @property
-    def awarded_total(self) -> int:
-        return sum(map(int, self.awarded.split(",")))
 
 
 @dataclass(frozen=True, slots=True)

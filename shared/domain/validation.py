@@ -279,19 +279,16 @@ def read_answers(raw: RawResult, obtained: int) -> tuple[AnswerSheet | None, lis
         return None, []
     n = raw.position
     problems: list[str] = []
-    fast = _well_formed_sheet(raw.answers)
-    if fast is not None:
-        sheet, total = fast
-    else:
-        answers = _each_answer(raw.answers, problems)
-        sheet, total = AnswerSheet.of(answers), sum(a.awarded for a in answers)
+    sheet = _well_formed_sheet(raw.answers)
+    if sheet is None:
+        sheet = AnswerSheet.of(_each_answer(raw.answers, problems))
     warnings = [Problem("invalid-answer", f"result {n}: {message}; left out of item analysis", n, "answer")
                 for message in problems[:_ANSWER_WARNINGS_PER_RESULT]]
     if len(problems) > _ANSWER_WARNINGS_PER_RESULT:
         warnings.append(Problem("invalid-answer", f"result {n}: {len(problems) - _ANSWER_WARNINGS_PER_RESULT} more "
                                 "unusable <answer> elements", n, "answer"))
-    if sheet is not None and not problems and total != obtained:
-        warnings.append(Problem("marks-mismatch", f"result {n}: awarded marks add up to {total}, but "
+    if sheet is not None and not problems and sheet.awarded_total != obtained:
+        warnings.append(Problem("marks-mismatch", f"result {n}: awarded marks add up to {sheet.awarded_total}, but "
                                 f"summary-marks/@obtained is {obtained}; the summary is scored", n,
                                 "answer/@marks-awarded"))
     return sheet, warnings
@@ -324,7 +321,7 @@ def _judged(row: tuple) -> _Usable | None:
     return usable
 
 
-def _well_formed_sheet(rows: list[tuple]) -> tuple[AnswerSheet, int] | None:
+def _well_formed_sheet(rows: list[tuple]) -> AnswerSheet | None:
     """The usual case, every answer usable and written canonically, with whole-list operations (a
     million answers in a large document); None sends the result through _each_answer, which says
     what is wrong (or, for marks written like "007" or " 1 ", builds the same sheet one answer at a time)."""
@@ -337,8 +334,7 @@ def _well_formed_sheet(rows: list[tuple]) -> tuple[AnswerSheet, int] | None:
     names = _distinct(SEPARATOR.join(questions), len(questions))
     if names is None:
         return None
-    sheet = AnswerSheet(names, SEPARATOR.join(options), _shared(",".join(available)), ",".join(awarded))
-    return sheet, sum(points)
+    return AnswerSheet(names, SEPARATOR.join(options), _shared(",".join(available)), ",".join(awarded), sum(points))
 
 
 _SHARED: dict[str, str] = {}
