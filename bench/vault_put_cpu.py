@@ -45,6 +45,7 @@ from shared.config import settings  # noqa: E402
 from shared.vault import body as bodies  # noqa: E402
 from shared.vault import crypto  # noqa: E402
 from shared.vault.kek import LocalKeyFile  # noqa: E402
+from shared.vault.key_ring import KeyRing  # noqa: E402
 from shared.vault.rest_writer import TablesRestWriter  # noqa: E402
 from shared.vault.table_vault import TableVault  # noqa: E402
 from shared.vault.transport import ConnectionPool, HttpClientTransport  # noqa: E402
@@ -104,10 +105,12 @@ def run(connection: str, args: argparse.Namespace, storage: ProcessGroup | None,
     for vault in pairs.values():  # warm up: table, connections, group commit, the key
         put_all(vault, documents[:20], 1)
 
+    keys = KeyRing(kek)  # as a vault holds one
+
     def prepare() -> None:
         for body in documents:
             _, stored = bodies.compress(body)
-            crypto.seal(kek, "bench", str(ULID()), stored)
+            crypto.seal(keys, "bench", str(ULID()), stored)
             hashlib.sha256(body).hexdigest()
 
     own, _ = measure(prepare, None)

@@ -1,8 +1,9 @@
 """The vault: every submission's raw body, stored unchanged and compressed in Azure Table Storage.
 
 It is written before anything else happens to a submission and is the source of truth the pipeline
-can be replayed from. Bodies are compressed, then sealed with AES-256-GCM under a per-entry data key
-wrapped by the key-encryption key (crypto.py, kek.py); FormatVersion 1 entries (written before
+can be replayed from. Bodies are compressed, then sealed with AES-256-GCM under a data key wrapped by
+the key-encryption key, shared by the entries a process writes within minutes (crypto.py,
+key_ring.py, kek.py); FormatVersion 1 entries (written before
 encryption) are plain and stay readable until `markr-ops vault encrypt --all` seals them.
 Layout in one table:
 - head:   PartitionKey = source,            RowKey = submission id (a ULID, so time-ordered);
@@ -39,6 +40,7 @@ from shared.vault import body as bodies
 from shared.vault import crypto
 from shared.vault.chunks import delete_chunks, read_chunks, write_chunks
 from shared.vault.group_commit import GroupCommit
+from shared.vault.key_ring import KeyRing
 from shared.vault.model import (
     FORMAT_ENCRYPTED,
     FORMAT_PLAIN,
@@ -130,6 +132,7 @@ class TableVault:
         # Without a kek, puts write plain entries (FormatVersion 1) and sealed ones cannot be read:
         # only for tests and benchmarks of the plain format; the composition root always passes one.
         self.kek = kek
+        self._keys = KeyRing(kek) if kek is not None else None  # data keys shared and remembered
         self._table = table
         # Inserts go over the REST API (rest_writer.py: a fraction of the SDK's CPU per put); without
         # a writer they go through the SDK. Everything else always uses the SDK client.
@@ -215,12 +218,12 @@ class TableVault:
         digest = hashlib.sha256(body).hexdigest()
         compression, stored = bodies.compress(body, self._gzip_level)
         envelope = None
-        if self.kek is not None:
-            stored, envelope = crypto.seal(self.kek, source, submission_id, stored)
+        if self._keys is not None:
+            stored, envelope = crypto.seal(self._keys, source, submission_id, stored)
         inline = len(stored) <= INLINE_BYTES
         if not inline:
             # Chunks are upserted, so check first that this id does not hold another body. (A sealed
-            # body's chunks differ per attempt, fresh data key each time, so two puts of one id must
+            # body's chunks differ per attempt, a fresh nonce each time, so two puts of one id must
             # not run at once; the receiver gives every request a new id, and a retry finds the head.)
             existing = self.get(source, submission_id)
             if existing is not None:
@@ -292,9 +295,9 @@ class TableVault:
         data = self._sealed_bytes(record)
         if record.envelope is None:
             return data
-        if self.kek is None:
+        if self._keys is None:
             raise VaultError("this vault has no key-encryption key; it cannot read sealed entries")
-        return crypto.open_sealed(self.kek, record.source, record.submission_id, record.envelope, data)
+        return crypto.open_sealed(self._keys, record.source, record.submission_id, record.envelope, data)
 
     def read_body(self, record: VaultRecord) -> bytes:
         """The body exactly as received (VaultCorruptionError if it does not match the head)."""
@@ -380,7 +383,7 @@ class TableVault:
         The sealed chunks go to their own partition and the head switches over (etag-guarded) before
         the plain chunks are deleted, so an interruption at any point leaves a readable entry.
         """
-        if self.kek is None:
+        if self._keys is None:
             raise VaultError("this vault has no key-encryption key to seal entries with")
         if record.envelope is not None:
             if record.chunk_count:  # an earlier run may have stopped before deleting the plain chunks
@@ -388,7 +391,7 @@ class TableVault:
             return False
         stored = self._stored_bytes(record)
         bodies.decompress(record, stored)  # never seal a damaged body: it would look authentic afterwards
-        sealed, envelope = crypto.seal(self.kek, record.source, record.submission_id, stored)
+        sealed, envelope = crypto.seal(self._keys, record.source, record.submission_id, stored)
         changes: dict[str, object] = {**_envelope_properties(envelope), "CompressedSize": len(sealed)}
         drop: set[str] = set()
         if len(sealed) <= INLINE_BYTES:
@@ -404,11 +407,11 @@ class TableVault:
     def rewrap_entry(self, record: VaultRecord) -> bool:
         """Wrap the entry's data key under the current KEK version (the sealed body is not touched).
         Returns False when it is plain or already under the current version."""
-        if self.kek is None:
+        if self._keys is None:
             raise VaultError("this vault has no key-encryption key")
-        if record.envelope is None or record.envelope.key_id == self.kek.current_key_id():
+        if record.envelope is None or record.envelope.key_id == self._keys.current_key_id():
             return False
-        envelope = crypto.rewrap(self.kek, record.envelope)
+        envelope = crypto.rewrap(self._keys, record.envelope)
         self._replace_head(record, _envelope_properties(envelope))
         return True
 

@@ -184,3 +184,39 @@ def test_erase_leaves_a_tombstone_and_nothing_of_the_body(vault, sample_results_
     entities = raw_entities(vault)
     assert len(entities) == 1 and entities[0]["Tombstone"] is True and entities[0]["Sha256"] == record.sha256
     assert vault.erase(record.source, record.submission_id, reason="again", at=AT)["reason"] == "wrong batch"
+
+
+class CountedKek:
+    """The local key file, with its calls counted (each one a Key Vault round trip in Azure)."""
+
+    def __init__(self, kek: LocalKeyFile) -> None:
+        self.kek, self.wraps, self.unwraps = kek, 0, 0
+
+    def current_key_id(self) -> str:
+        return self.kek.current_key_id()
+
+    def wrap(self, data_key: bytes):
+        self.wraps += 1
+        return self.kek.wrap(data_key)
+
+    def unwrap(self, key_id: str, algorithm: str, wrapped: bytes) -> bytes:
+        self.unwraps += 1
+        return self.kek.unwrap(key_id, algorithm, wrapped)
+
+
+def test_many_entries_cost_one_wrap_to_write_and_one_unwrap_to_read_elsewhere(vault_storage, vault_table, kek,
+                                                                              sample_results_xml) -> None:
+    writer_kek, reader_kek = CountedKek(kek), CountedKek(LocalKeyFile(kek.path))
+    writer = TableVault.from_connection_string(vault_storage, vault_table, kek=writer_kek)
+    records = [put(writer, sample_results_xml.replace(b"KJ", f"K{i}".encode())) for i in range(20)]
+    records.append(put(writer, large_body()))
+    assert writer_kek.wraps == 1
+    assert len({r.envelope.wrapped_key for r in records}) == 1 and len({r.envelope.nonce for r in records}) == 21
+    assert writer.read_body(records[0]) == sample_results_xml.replace(b"KJ", b"K0")
+    assert writer_kek.unwraps == 0  # it sealed them: the data key is known
+    reader = TableVault.from_connection_string(vault_storage, vault_table, kek=reader_kek)  # another process
+    for i, record in enumerate(records[:-1]):
+        assert reader.read_body(reader.get(record.source, record.submission_id)) == \
+            sample_results_xml.replace(b"KJ", f"K{i}".encode())
+    assert reader.read_body(reader.get(records[-1].source, records[-1].submission_id)).endswith(NAME)
+    assert reader_kek.unwraps == 1
