@@ -3,9 +3,9 @@
 Each entry's bytes are sealed with AES-256-GCM under a random AES-256 data key and a random 96-bit
 nonce of its own. The entries a process writes within a few minutes share their data key (key_ring.py:
 Key Vault is called once for them, not once per entry). The data key is kept only wrapped by the
-key-encryption key (kek.py). The
-associated data names the entry (format version, source, submission id), so a ciphertext copied onto
-another entity fails authentication. Compression runs before encryption (ciphertext does not compress).
+key-encryption key (kek.py). The associated data names the entry (format version, source, submission
+id), so a ciphertext copied onto another entity fails authentication. Compression runs before
+encryption (ciphertext does not compress).
 """
 from __future__ import annotations
 

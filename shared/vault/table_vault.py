@@ -3,8 +3,8 @@
 It is written before anything else happens to a submission and is the source of truth the pipeline
 can be replayed from. Bodies are compressed, then sealed with AES-256-GCM under a data key wrapped by
 the key-encryption key, shared by the entries a process writes within minutes (crypto.py,
-key_ring.py, kek.py); FormatVersion 1 entries (written before
-encryption) are plain and stay readable until `markr-ops vault encrypt --all` seals them.
+key_ring.py, kek.py); FormatVersion 1 entries (written before encryption) are plain and stay
+readable until `markr-ops vault encrypt --all` seals them.
 Layout in one table:
 - head:   PartitionKey = source,            RowKey = submission id (a ULID, so time-ordered);
           body metadata (ContentType, ReceivedAt, ByteSize, Sha256, Compression, CompressedSize,
