@@ -227,9 +227,10 @@ ON CONFLICT (test_id) DO UPDATE
 # statement: `swaps` reads each student's counted scan as it was before the upsert (every part of
 # one statement sees the same snapshot; the caller holds the batch's tests rows, so no other marking
 # of these tests runs in between). Every read of another table here is a primary-key look-up per row
-# (a lateral OFFSET 0 or a scalar subquery), whatever the row estimates: right after a bulk COPY
-# the statistics still say the staged rows are few, and a join there was once planned as a nested
-# loop over the whole document per student (minutes for a 50,000-result document sent twice).
+# (a lateral OFFSET 0 or a scalar subquery, sequential scans off while it runs), whatever the row
+# estimates: right after a bulk COPY the statistics still say the staged rows are few, and a join
+# there was once planned as a nested loop over the whole document per student (minutes for a
+# 50,000-result document sent twice).
 _MERGE_RESULTS = f"""
 WITH {_BATCH}, {_RECORD_LINEAGE}, merged AS ({_UPSERT_RESULTS}
 ), swaps AS (
@@ -365,7 +366,12 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
         tests, n = staged[key[0]]
         answer[key] = Marking({t: versions[t] for t in tests}, n, newly_applied=True)
     with conn.pipeline():
+        # Each student's row is looked up by key, never by scanning student_results: statistics
+        # taken while it was small (a young database) would otherwise plan a scan of the whole
+        # table per student, reading the pages this very statement fills (quadratic in the batch).
+        conn.execute("SET LOCAL enable_seqscan = off")
         conn.execute(_MERGE_RESULTS, {"sids": sids}, prepare=BY_KEY)
+        conn.execute("SET LOCAL enable_seqscan TO DEFAULT")
         conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids}, prepare=BY_KEY)
         conn.execute(_RECORD_APPLIED, {
             "sids": [sid for sid, _ in todo], "runs": [run for _, run in todo],
