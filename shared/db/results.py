@@ -5,6 +5,7 @@ lives here, in _UPSERT_RESULTS; shared/domain/scoring_policy.py states it in Pyt
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from shared.domain.model import SEPARATOR
+from shared.domain.model import SEPARATOR, AnswerSheet
 from shared.domain.results_document import TestResult
 from shared.pipeline.ports import CatalogueEntry, Histogram, ItemAnalysis, Statistics
 
@@ -53,17 +54,28 @@ def stage_many(conn: psycopg.Connection, documents: Iterable[tuple[str, Iterable
     retracted = {r for (r,) in retracting.fetchall()}
     documents = [(sid, results) for sid, results in documents if sid not in retracted]
     _copy(conn, "COPY validated_results (submission_id, result, test_id, student_number, available, obtained,"
-                " awarded_total) FROM STDIN", documents, _validated_line)
+                " awarded_total, answers_digest) FROM STDIN", documents, _validated_line)
     if any(r.answer_sheet for _, results in documents for r in results):
         _copy(conn, "COPY answers (submission_id, result, test_id, student_number, questions, options, available,"
                     " awarded) FROM STDIN", documents, _answers_line)
     return sum(len(results) for _, results in documents)
 
 
+def answers_digest(sheet: AnswerSheet) -> bytes:
+    """What tells two scans' answers apart, as migration 0011 computes it in SQL: the first 16 bytes
+    of SHA-256 over questions, options, marks available and awarded (U+001E cannot occur in XML)."""
+    joined = "\x1e".join((sheet.questions, sheet.options, sheet.available, sheet.awarded))
+    return hashlib.sha256(joined.encode()).digest()[:16]
+
+
 def _validated_line(s: str, r: TestResult) -> str:
-    awarded = _NULL if r.answer_sheet is None else r.answer_sheet.awarded_total
+    sheet = r.answer_sheet
+    if sheet is None:
+        awarded = digest = _NULL
+    else:
+        awarded, digest = sheet.awarded_total, "\\\\x" + answers_digest(sheet).hex()
     return (f"{s}\t{r.result}\t{_copy_text(r.test_id)}\t{_copy_text(r.student_number)}\t{r.available}"
-            f"\t{r.obtained}\t{awarded}\n")
+            f"\t{r.obtained}\t{awarded}\t{digest}\n")
 
 
 def _answers_line(s: str, r: TestResult) -> str:
@@ -138,41 +150,42 @@ SELECT submission_id, array_agg(DISTINCT test_id ORDER BY test_id), count(*)
 """
 
 # All the batch's documents at once: de-duplicate (re-scans within and across the batch's documents),
-# then upsert keeping the highest available and highest obtained independently, and remember every
-# contributing submission. Rows go in key order so concurrent markings lock rows in the same order.
+# then upsert keeping the highest available and highest obtained independently (the first row of a
+# student's scans in that order has the highest obtained), and remember every contributing submission. Rows go in key order so concurrent markings lock rows in the same order.
 # best_* names the scan whose answers count for item analysis: the highest obtained, the latest on a
 # tie (greatest submission id, a time-ordered ULID, then the later position in the document).
 _BATCH = """
 batch AS MATERIALIZED (
-    SELECT test_id, student_number, max(available) AS available, max(obtained) AS obtained,
-           (array_agg(submission_id ORDER BY obtained DESC, submission_id DESC, result DESC))[1] AS best_submission_id,
-           (array_agg(result ORDER BY obtained DESC, submission_id DESC, result DESC))[1] AS best_result
+    SELECT DISTINCT ON (test_id, student_number) test_id, student_number,
+           max(available) OVER (PARTITION BY test_id, student_number) AS available, obtained,
+           submission_id AS best_submission_id, result AS best_result, awarded_total AS best_total,
+           answers_digest AS best_digest
       FROM validated_results
      WHERE submission_id = ANY(%(sids)s)
-     GROUP BY test_id, student_number
+     ORDER BY test_id, student_number, obtained DESC, submission_id DESC, result DESC
 )"""
 
 # Each batch row is one (test, student); its submissions go to student_submissions (the lineage),
 # a pair already listed (a document sent again, a re-applied run) left as it is.
 _UPSERT_RESULTS = """
-INSERT INTO student_results AS s (test_id, student_number, available, obtained, best_submission_id, best_result)
-SELECT test_id, student_number, available, obtained, best_submission_id, best_result
+INSERT INTO student_results AS s (test_id, student_number, available, obtained, best_submission_id, best_result,
+                                  best_total, best_digest)
+SELECT test_id, student_number, available, obtained, best_submission_id, best_result, best_total, best_digest
   FROM batch
  ORDER BY test_id, student_number
 ON CONFLICT (test_id, student_number) DO UPDATE
    SET available = GREATEST(s.available, EXCLUDED.available),
        obtained = GREATEST(s.obtained, EXCLUDED.obtained),
-       (best_submission_id, best_result) = (
-           SELECT CASE WHEN s.best_submission_id IS NULL
-                         OR (EXCLUDED.obtained, EXCLUDED.best_submission_id, EXCLUDED.best_result)
-                            >= (s.obtained, s.best_submission_id, s.best_result)
-                       THEN EXCLUDED.best_submission_id ELSE s.best_submission_id END,
-                  CASE WHEN s.best_submission_id IS NULL
-                         OR (EXCLUDED.obtained, EXCLUDED.best_submission_id, EXCLUDED.best_result)
-                            >= (s.obtained, s.best_submission_id, s.best_result)
-                       THEN EXCLUDED.best_result ELSE s.best_result END),
+       (best_submission_id, best_result, best_total, best_digest) = (
+           SELECT CASE WHEN c.newer THEN EXCLUDED.best_submission_id ELSE s.best_submission_id END,
+                  CASE WHEN c.newer THEN EXCLUDED.best_result ELSE s.best_result END,
+                  CASE WHEN c.newer THEN EXCLUDED.best_total ELSE s.best_total END,
+                  CASE WHEN c.newer THEN EXCLUDED.best_digest ELSE s.best_digest END
+             FROM (SELECT s.best_submission_id IS NULL
+                          OR (EXCLUDED.obtained, EXCLUDED.best_submission_id, EXCLUDED.best_result)
+                             >= (s.obtained, s.best_submission_id, s.best_result) AS newer) c),
        updated_at = now()
-RETURNING test_id, student_number, best_submission_id, best_result
+RETURNING test_id, student_number, best_submission_id, best_result, best_total, best_digest
 """
 
 _RECORD_LINEAGE = """
@@ -234,35 +247,21 @@ ON CONFLICT (test_id) DO UPDATE
 _MERGE_RESULTS = f"""
 WITH {_BATCH}, {_RECORD_LINEAGE}, merged AS ({_UPSERT_RESULTS}
 ), swaps AS (
-    SELECT n.test_id, o.best_submission_id AS old_sid, o.best_result AS old_result,
-           n.best_submission_id AS new_sid, n.best_result AS new_result
+    -- A counted scan replaced by one with the very same answers (equal digests: a document sent
+    -- again) moves no sums; nor does one without answers replaced by another (both digests NULL).
+    SELECT n.test_id, o.best_submission_id AS old_sid, o.best_result AS old_result, o.best_total AS old_total,
+           n.best_submission_id AS new_sid, n.best_result AS new_result, n.best_total AS new_total
       FROM merged n
-      LEFT JOIN LATERAL (SELECT best_submission_id, best_result FROM student_results s
+      LEFT JOIN LATERAL (SELECT best_submission_id, best_result, best_total, best_digest FROM student_results s
                           WHERE s.test_id = n.test_id AND s.student_number = n.student_number OFFSET 0) o ON true
-     WHERE (o.best_submission_id, o.best_result) IS DISTINCT FROM (n.best_submission_id, n.best_result)
-), changed AS (
-    -- A counted scan replaced by one with the very same answers (a document sent again) moves no
-    -- sums (its total is the sum of those answers): the pair is left out rather than every answer
-    -- taken away and added back.
-    -- Two primary-key lookups per swap (one scalar subquery): a join here let the planner hash the
-    -- whole answers table on every marking. The arrays are compared one by one, the marks first
-    -- (comparing them as two records built each a record first: a third of this CTE's time).
-    SELECT w.* FROM swaps w
-     WHERE w.old_sid IS NULL OR NOT coalesce(
-           (SELECT a.awarded = b.awarded AND a.questions = b.questions AND a.options = b.options
-                   AND a.available = b.available
-              FROM answers a, answers b
-             WHERE a.submission_id = w.old_sid AND a.result = w.old_result
-               AND b.submission_id = w.new_sid AND b.result = w.new_result), false)
-), moves AS (
-    SELECT test_id, old_sid AS sid, old_result AS result, -1 AS sign FROM changed WHERE old_sid IS NOT NULL
-    UNION ALL
-    SELECT test_id, new_sid, new_result, 1 FROM changed
+     WHERE o.best_digest IS DISTINCT FROM n.best_digest
 ), scans AS MATERIALIZED (
-    SELECT m.test_id, m.sid, m.result, m.sign, v.awarded_total AS t
-      FROM moves m CROSS JOIN LATERAL (SELECT awarded_total FROM validated_results
-                                        WHERE submission_id = m.sid AND result = m.result OFFSET 0) v
-     WHERE v.awarded_total IS NOT NULL
+    -- Each swap takes the old scan's answers away and adds the new one's, by the totals the student's
+    -- row holds; a scan without answers (total NULL) has nothing to move.
+    SELECT test_id, old_sid AS sid, old_result AS result, -1 AS sign, old_total AS t FROM swaps
+     WHERE old_total IS NOT NULL
+    UNION ALL
+    SELECT test_id, new_sid, new_result, 1, new_total FROM swaps WHERE new_total IS NOT NULL
 ), {_APPLY_SCANS}"""
 
 # The sums of some tests from scratch, from every student's counted scan (after a retract, or to

@@ -56,7 +56,9 @@ WITH affected AS (
     SELECT a.test_id, a.student_number, max(v.available) AS available, max(v.obtained) AS obtained,
            -- the counted scan, by the marker's rule (shared/db/results.py, _UPSERT_RESULTS)
            (array_agg(v.submission_id ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_sid,
-           (array_agg(v.result ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_result
+           (array_agg(v.result ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_result,
+           (array_agg(v.awarded_total ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_total,
+           (array_agg(v.answers_digest ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_digest
       FROM affected a
       JOIN validated_results v ON v.test_id = a.test_id AND v.student_number = a.student_number
                               AND v.submission_id <> %(sid)s
@@ -67,7 +69,8 @@ WITH affected AS (
 ), updated AS (
     UPDATE student_results s
        SET available = r.available, obtained = r.obtained,
-           best_submission_id = r.best_sid, best_result = r.best_result, updated_at = now()
+           best_submission_id = r.best_sid, best_result = r.best_result, best_total = r.best_total,
+           best_digest = r.best_digest, updated_at = now()
       FROM recomputed r
      WHERE s.test_id = r.test_id AND s.student_number = r.student_number
     RETURNING s.test_id

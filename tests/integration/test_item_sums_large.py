@@ -7,6 +7,7 @@ import pytest
 
 from shared.db import results as results_db
 from shared.domain.model import Answer, AnswerSheet, TestResult
+from tests.migrating import database_before
 
 TESTS = ["t1", "t2", "t3", "t4"]
 SID = [f"01JB00000000000000000000{i:02d}" for i in range(10)]
@@ -179,3 +180,48 @@ def test_a_large_document_after_statistics_of_a_small_table_looks_each_student_u
         scans, = conn.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'student_results'").fetchone()
     assert scans == 0
     assert conn.execute("SELECT count(*) FROM student_results").fetchone()[0] > 1000
+
+
+def test_migration_0011_digests_match_the_marker_and_marking_goes_on_from_older_rows(postgres_server):
+    """Scans staged before 0011 get the digest the marker computes for the same answers (quotes,
+    backslashes, commas, blanks and non-ASCII included), so a document sent again after the upgrade
+    moves no sums, and a different one moves them exactly as a rebuild counts them."""
+    odd = [Answer("1", "A", 1, 1), Answer('q"2', "a\\b", 3, 2), Answer("3 b", "", 1, 0), Answer("4", "x,y", 1, 0),
+           Answer("é5", "ü", 2, 2)]
+    rows = [TestResult(1, "s1", "t1", 8, 5, None, None, None, AnswerSheet.of(odd)),
+            TestResult(2, "s2", "t1", 8, 3, None, None, None, AnswerSheet.of(odd[:2])),
+            TestResult(3, "s3", "t1", 8, 1, None, None, None, None)]
+    with database_before(postgres_server, 11) as (c, migrate):
+        for r in rows:
+            sheet = r.answer_sheet
+            c.execute("INSERT INTO validated_results (submission_id, result, test_id, student_number, available,"
+                      " obtained, awarded_total) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                      (SID[1], r.result, r.test_id, r.student_number, r.available, r.obtained,
+                       sheet and sheet.awarded_total))
+            c.execute("INSERT INTO student_results (test_id, student_number, available, obtained, best_submission_id,"
+                      " best_result) VALUES (%s, %s, %s, %s, %s, %s)",
+                      (r.test_id, r.student_number, r.available, r.obtained, SID[1], r.result))
+            c.execute("INSERT INTO student_submissions VALUES (%s, %s, %s)", (r.test_id, r.student_number, SID[1]))
+            if sheet:
+                answers = sheet.answers()
+                c.execute("INSERT INTO answers VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                          (SID[1], r.result, r.test_id, r.student_number, [a.question for a in answers],
+                           [a.option for a in answers], [a.available for a in answers], [a.awarded for a in answers]))
+        c.execute("INSERT INTO tests (test_id, results_version) VALUES ('t1', 1)")
+        migrate()
+        digests = [(r.answer_sheet and results_db.answers_digest(r.answer_sheet)) for r in rows]
+        assert [d for (d,) in c.execute("SELECT answers_digest FROM validated_results ORDER BY result")] == digests
+        assert c.execute("SELECT best_total, best_digest FROM student_results ORDER BY student_number").fetchall() == \
+            [(5, digests[0]), (2 + 1, digests[1]), (None, None)]
+        results_db.rebuild_item_sums(c, ["t1"])
+        upgraded = sums(c)
+        mark(c, [(SID[2], rows)])  # the same document again: every counted scan moves to an identical one
+        assert sums(c) == upgraded
+        assert [d for (d,) in c.execute("SELECT answers_digest FROM validated_results WHERE submission_id = %s"
+                                        " ORDER BY result", (SID[2],))] == digests  # as staged by COPY
+        changed = [TestResult(1, "s2", "t1", 8, 6, None, None, None, AnswerSheet.of(odd[2:])),
+                   TestResult(2, "s3", "t1", 8, 2, None, None, None, AnswerSheet.of(odd[:1]))]
+        mark(c, [(SID[3], changed)])
+        incremental = sums(c)
+        results_db.rebuild_item_sums(c, ["t1"])
+        assert incremental == sums(c) != upgraded
