@@ -308,6 +308,12 @@ ON CONFLICT (test_id) DO UPDATE SET results_version = t.results_version + 1
 RETURNING test_id, results_version
 """
 
+# For a marking (transaction-local): JIT off to the commit; sequential scans off and generic plans
+# for what is prepared until its last statement, then the server's defaults again.
+_MARKING_SETTINGS = ("SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true),"
+                     " set_config('plan_cache_mode', 'force_generic_plan', true)")
+_DEFAULT_SETTINGS = "SELECT set_config('enable_seqscan', 'on', true), set_config('plan_cache_mode', 'auto', true)"
+
 _RECORD_APPLIED = """
 INSERT INTO applied_markings (submission_id, run_id, test_versions, result_count)
 SELECT * FROM unnest(%(sids)s::text[], %(runs)s::text[], %(versions)s::jsonb[], %(counts)s::int[])
@@ -341,9 +347,11 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
         return answer
     sids = sorted({sid for sid, _ in todo})
     with conn.pipeline():
-        # A big batch's plan costs enough to trigger JIT compilation, which takes longer than the
-        # statements themselves (seconds); they are plain set operations that need none of it.
-        conn.execute("SET LOCAL jit = off")
+        # One statement for the settings (each statement costs the client ~20 us). A big batch's
+        # plan costs enough to trigger JIT compilation, which takes longer than the statements
+        # themselves (seconds); they are plain set operations that need none of it. Sequential
+        # scans off and generic plans: see the merge below.
+        conn.execute(_MARKING_SETTINGS)
         # The version bump first: it locks the batch's tests rows (in test order) until commit, so
         # markings of one test run one at a time and each sees the counted scans the last one left.
         bumped = conn.execute(_BUMP_VERSIONS, {"sids": sids}, prepare=BY_KEY)
@@ -360,6 +368,7 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
         todo = [key for key in todo if key[0] not in retracted]
         sids = sorted({sid for sid, _ in todo})
         if not todo:
+            conn.execute(_DEFAULT_SETTINGS)
             return answer
     for key in todo:
         tests, n = staged[key[0]]
@@ -372,17 +381,14 @@ def apply_markings(conn: psycopg.Connection, runs: list[tuple[str, str]]) -> dic
         # prepared and planned once per connection (and the data-quality upsert after it, which
         # reads the same staged rows): planning them took 0.6 ms a marking, about as long as running
         # the merge for a small batch (pg_stat_statements, bench.small_submissions --mode sync).
-        conn.execute("SET LOCAL enable_seqscan = off")
-        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         conn.execute(_MERGE_RESULTS, {"sids": sids}, prepare=True)
         conn.execute(_RECORD_TEST_SUBMISSIONS, {"sids": sids}, prepare=True)
-        conn.execute("SET LOCAL plan_cache_mode TO DEFAULT")
-        conn.execute("SET LOCAL enable_seqscan TO DEFAULT")
         conn.execute(_RECORD_APPLIED, {
             "sids": [sid for sid, _ in todo], "runs": [run for _, run in todo],
             "versions": [Jsonb(answer[k].test_versions) for k in todo],  # type: ignore[union-attr]
             "counts": [answer[k].result_count for k in todo],  # type: ignore[union-attr]
         })
+        conn.execute(_DEFAULT_SETTINGS)
     return answer
 
 

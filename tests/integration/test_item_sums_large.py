@@ -178,7 +178,9 @@ def test_a_large_document_after_statistics_of_a_small_table_looks_each_student_u
         results_db.stage_many(conn, [big])
         results_db.apply_markings(conn, [(big[0], big[0])])
         scans, = conn.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'student_results'").fetchone()
+        after = conn.execute("SELECT current_setting('enable_seqscan'), current_setting('plan_cache_mode')").fetchone()
     assert scans == 0
+    assert after == ("on", "auto")  # for the rest of the caller's transaction
     assert conn.execute("SELECT count(*) FROM student_results").fetchone()[0] > 1000
 
 
