@@ -151,7 +151,8 @@ SELECT submission_id, array_agg(DISTINCT test_id ORDER BY test_id), count(*)
 
 # All the batch's documents at once: de-duplicate (re-scans within and across the batch's documents),
 # then upsert keeping the highest available and highest obtained independently (the first row of a
-# student's scans in that order has the highest obtained), and remember every contributing submission. Rows go in key order so concurrent markings lock rows in the same order.
+# student's scans in that order has the highest obtained), and remember every contributing
+# submission. Rows go in key order so concurrent markings lock rows in the same order.
 # best_* names the scan whose answers count for item analysis: the highest obtained, the latest on a
 # tie (greatest submission id, a time-ordered ULID, then the later position in the document).
 _BATCH = """
