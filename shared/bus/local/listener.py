@@ -28,7 +28,11 @@ class Listener:
         self._password = password  # the pool's password provider (Entra tokens), if any
         self._queues = {channel_name(q): q for q in queues}
         self._generations = dict.fromkeys(queues, 0)
-        self._changed = threading.Condition()
+        # A condition per queue on one lock: a notification wakes the waiters of its own queue only
+        # (every consumer of every queue waits here, and one queue may be notified hundreds of
+        # times a second).
+        self._lock = threading.Lock()
+        self._changed = {q: threading.Condition(self._lock) for q in queues}
         self._stopping = threading.Event()
         self.ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bus-listener", daemon=True)
@@ -38,27 +42,28 @@ class Listener:
 
     def stop(self) -> None:
         self._stopping.set()
-        with self._changed:
-            self._changed.notify_all()
+        with self._lock:
+            for changed in self._changed.values():
+                changed.notify_all()
         self._thread.join(timeout=self.POLL * 4)
 
     def generation(self, queue: str) -> int:
         """Bumped by every notification for `queue` and by every (re)connect."""
-        with self._changed:
+        with self._lock:
             return self._generations[queue]
 
     def wait(self, queue: str, seen: int, timeout: float) -> None:
         if timeout <= 0:
             return
-        with self._changed:
-            self._changed.wait_for(
-                lambda: self._generations[queue] != seen or self._stopping.is_set(), timeout)
+        changed = self._changed[queue]
+        with changed:
+            changed.wait_for(lambda: self._generations[queue] != seen or self._stopping.is_set(), timeout)
 
     def _bump(self, queues: list[str]) -> None:
-        with self._changed:
+        with self._lock:
             for q in queues:
                 self._generations[q] += 1
-            self._changed.notify_all()
+                self._changed[q].notify_all()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
