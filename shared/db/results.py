@@ -30,10 +30,11 @@ class NothingToMarkError(LookupError):
     """The submission has no validated rows (it was never validated, or was rejected)."""
 
 
-# Statements that look rows up by submission id are planned for their actual ids every time (never
+# Statements that look rows up by submission id are planned for their actual ids every time (not
 # prepared): a prepared statement's generic plan is made once per connection, and one made while a
 # table was still small scans the whole table ever after (2 ms per statement after 150 documents,
-# growing with every one).
+# growing with every one). The marking's own statements are the exception: they run with sequential
+# scans off, so their generic plans are the key-based ones (apply_markings).
 BY_KEY = False
 
 

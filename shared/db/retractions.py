@@ -53,19 +53,19 @@ _RECOMPUTE = """
 WITH affected AS (
     SELECT test_id, student_number FROM student_submissions WHERE submission_id = %(sid)s
 ), recomputed AS (
-    SELECT a.test_id, a.student_number, max(v.available) AS available, max(v.obtained) AS obtained,
-           -- the counted scan, by the marker's rule (shared/db/results.py, _UPSERT_RESULTS)
-           (array_agg(v.submission_id ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_sid,
-           (array_agg(v.result ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_result,
-           (array_agg(v.awarded_total ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_total,
-           (array_agg(v.answers_digest ORDER BY v.obtained DESC, v.submission_id DESC, v.result DESC))[1] AS best_digest
+    -- the counted scan, by the marker's rule (shared/db/results.py, _BATCH): the first of a
+    -- student's scans in this order, which also has the highest obtained
+    SELECT DISTINCT ON (a.test_id, a.student_number) a.test_id, a.student_number,
+           max(v.available) OVER (PARTITION BY a.test_id, a.student_number) AS available, v.obtained,
+           v.submission_id AS best_sid, v.result AS best_result, v.awarded_total AS best_total,
+           v.answers_digest AS best_digest
       FROM affected a
       JOIN validated_results v ON v.test_id = a.test_id AND v.student_number = a.student_number
                               AND v.submission_id <> %(sid)s
      WHERE EXISTS (SELECT 1 FROM student_submissions l WHERE l.test_id = a.test_id
                       AND l.student_number = a.student_number AND l.submission_id = v.submission_id)
        AND v.submission_id NOT IN (SELECT submission_id FROM retractions)
-     GROUP BY a.test_id, a.student_number
+     ORDER BY a.test_id, a.student_number, v.obtained DESC, v.submission_id DESC, v.result DESC
 ), updated AS (
     UPDATE student_results s
        SET available = r.available, obtained = r.obtained,
